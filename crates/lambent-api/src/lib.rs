@@ -1,0 +1,392 @@
+//! Lambent's Lambda REST API (2015-03-31 and friends): the HTTP server, SigV4
+//! authentication, routing on raw path segments, and AWS error mapping.
+//!
+//! Routing splits the raw path on `/`, drops empty segments (older SDKs add trailing
+//! slashes) and percent-decodes each segment, so ARNs arrive as `arn:aws:lambda:…`.
+//! Signatures are verified on the raw path bytes, before any decoding.
+
+mod error;
+mod functions;
+mod invoke;
+mod shapes;
+pub mod sigv4;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use lambent_invoke::Invoker;
+use lambent_store::{CodeStore, Store};
+use lambent_types::names::ArnContext;
+
+pub use error::ApiError;
+
+/// Largest request body accepted by any operation (a 50 MB zip, base64-encoded, plus JSON).
+const MAX_BODY_BYTES: usize = 70 * 1024 * 1024;
+
+/// Whether requests must be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every request must carry a valid SigV4 signature from a known key.
+    SigV4,
+    /// Development mode: anything is accepted.
+    Disabled,
+}
+
+/// Everything the API needs to answer requests.
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Code zips and trees.
+    pub code: CodeStore,
+    /// Runs functions.
+    pub invoker: Arc<Invoker>,
+    /// Region and account for ARNs.
+    pub arns: ArnContext,
+    /// Authentication mode.
+    pub auth: AuthMode,
+    /// The account's concurrency limit, reported by GetAccountSettings.
+    pub concurrency_limit: usize,
+}
+
+/// A parsed request handed to an operation.
+pub(crate) struct ApiRequest {
+    pub method: Method,
+    pub segments: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    pub request_id: String,
+    pub host: String,
+}
+
+impl ApiRequest {
+    /// The first value of a query parameter.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Parses the body as JSON of type `T`, with AWS's error for bad JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let body: &[u8] = if self.body.is_empty() {
+            b"{}"
+        } else {
+            &self.body
+        };
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_content(format!("Could not parse request body into json: {e}"))
+        })
+    }
+}
+
+/// An operation's successful answer.
+pub(crate) struct ApiReply {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+impl ApiReply {
+    /// A JSON answer.
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Self {
+        Self {
+            status,
+            body: Bytes::from(value.to_string()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// An empty answer (204 and friends).
+    pub fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            body: Bytes::new(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then waits up to `drain` for open
+/// requests to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = hyper::service::service_fn(move |req| handle(req, state.clone(), peer));
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some API requests were still open after {drain:?}; closing them");
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<ApiState>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = dispatch(req, &state, &request_id).await;
+    let response = match result {
+        Ok(reply) => {
+            let mut response = Response::new(Full::new(reply.body));
+            *response.status_mut() = reply.status;
+            let headers = response.headers_mut();
+            if reply.status != StatusCode::NO_CONTENT {
+                headers.insert(
+                    hyper::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            for (name, value) in reply.headers {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
+            response
+        }
+        Err(error) => {
+            tracing::debug!(%peer, %method, %path, code = error.code, status = %error.status, "{}", error.message);
+            error_response(&error)
+        }
+    };
+    let mut response = response;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    Ok(response)
+}
+
+fn error_response(error: &ApiError) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(error.body())));
+    *response.status_mut() = error.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(error.code) {
+        headers.insert("x-amzn-errortype", value);
+    }
+    if error.reason.is_some() {
+        headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+async fn dispatch(
+    req: Request<Incoming>,
+    state: &ApiState,
+    request_id: &str,
+) -> Result<ApiReply, ApiError> {
+    let (parts, body) = req.into_parts();
+    let raw_path = parts.uri.path().to_string();
+    let raw_query = parts.uri.query().unwrap_or("").to_string();
+    let segments = split_path(&raw_path)?;
+
+    // Code downloads are capability URLs (like S3 presigned URLs): the sha is the secret.
+    if parts.method == Method::GET
+        && let [prefix, file] = segments.as_slice()
+        && prefix == "lambent-code"
+    {
+        return functions::download_code(state, file).await;
+    }
+
+    if let Some(length) = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && length > MAX_BODY_BYTES
+    {
+        return Err(ApiError::too_large(format!(
+            "Request must be smaller than {MAX_BODY_BYTES} bytes for the {} operation",
+            operation_hint(&segments)
+        )));
+    }
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::too_large(format!(
+                "Request must be smaller than {MAX_BODY_BYTES} bytes for the {} operation",
+                operation_hint(&segments)
+            )));
+        }
+        Err(_) => return Err(ApiError::bad_content("The request body could not be read")),
+    };
+
+    if state.auth == AuthMode::SigV4 {
+        let signable = sigv4::SignableRequest {
+            method: parts.method.as_str(),
+            raw_path: &raw_path,
+            raw_query: &raw_query,
+            headers: &parts.headers,
+            body: &body,
+        };
+        sigv4::verify(&signable, SystemTime::now(), "lambda", |key| {
+            state.store.access_key_secret(key).ok().flatten()
+        })
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.aws_code(), e.to_string()))?;
+    }
+
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let request = ApiRequest {
+        method: parts.method,
+        segments,
+        query: parse_query(&raw_query),
+        headers: parts.headers,
+        body,
+        request_id: request_id.to_string(),
+        host,
+    };
+    route(&request, state).await
+}
+
+fn operation_hint(segments: &[String]) -> &'static str {
+    if segments.last().is_some_and(|s| s == "invocations") {
+        "InvokeFunction"
+    } else {
+        "CreateFunction"
+    }
+}
+
+async fn route(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError> {
+    let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match (&req.method, segments.as_slice()) {
+        (&Method::POST, ["2015-03-31", "functions"]) => functions::create(req, state).await,
+        (&Method::GET, ["2015-03-31", "functions"]) => functions::list(req, state),
+        (&Method::GET, ["2015-03-31", "functions", f]) => functions::get(req, state, f),
+        (&Method::DELETE, ["2015-03-31", "functions", f]) => functions::delete(req, state, f),
+        (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => {
+            functions::get_configuration(req, state, f)
+        }
+        (&Method::PUT, ["2015-03-31", "functions", f, "configuration"]) => {
+            functions::update_configuration(req, state, f)
+        }
+        (&Method::PUT, ["2015-03-31", "functions", f, "code"]) => {
+            functions::update_code(req, state, f).await
+        }
+        (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => {
+            invoke::invoke(req, state, f).await
+        }
+        (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => {
+            invoke::invoke_async(req, state, f).await
+        }
+        (&Method::GET, ["2016-08-19", "account-settings"]) => functions::account_settings(state),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!(
+                "Lambent does not implement {} {}",
+                req.method,
+                req.segments.join("/")
+            ),
+        )),
+    }
+}
+
+/// Splits a raw path into percent-decoded segments, dropping empty ones.
+fn split_path(raw: &str) -> Result<Vec<String>, ApiError> {
+    raw.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .map_err(|_| ApiError::invalid("The request path is not valid UTF-8"))
+        })
+        .collect()
+}
+
+/// Parses a raw query string into decoded pairs (`+` is a space, as form encoding has it).
+fn parse_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_and_decodes_paths() {
+        let segments = split_path(
+            "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af/",
+        )
+        .unwrap();
+        assert_eq!(
+            segments,
+            vec![
+                "2015-03-31",
+                "functions",
+                "arn:aws:lambda:us-east-1:000000000000:function:f"
+            ]
+        );
+        assert_eq!(split_path("//a//b").unwrap(), vec!["a", "b"]);
+        assert!(split_path("/%ff").is_err());
+    }
+
+    #[test]
+    fn parses_queries() {
+        let q = parse_query("Qualifier=%24LATEST&MaxItems=5&flag&a=b+c");
+        assert_eq!(q[0], ("Qualifier".into(), "$LATEST".into()));
+        assert_eq!(q[1], ("MaxItems".into(), "5".into()));
+        assert_eq!(q[2], ("flag".into(), String::new()));
+        assert_eq!(q[3], ("a".into(), "b c".into()));
+    }
+}

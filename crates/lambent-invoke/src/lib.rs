@@ -1,0 +1,315 @@
+//! The Invoker: the one way every caller (API, async queue, later gateways and event
+//! sources) runs a function. It resolves the function and qualifier in the store, checks
+//! the payload, and hands the invocation to the worker; `Event` invocations are queued and
+//! retried as Lambda does.
+//!
+//! The async queue of this version lives in memory: events accepted but not yet run are
+//! lost if the server stops. A durable queue replaces it later.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use lambent_store::{CodeStore, Store, StoreError};
+use lambent_types::names::ArnContext;
+use lambent_types::{FunctionRef, Qualifier, limits};
+use lambent_worker::{Invocation, InvocationResult, Worker, WorkerError};
+
+/// How the caller wants the function run (`X-Amz-Invocation-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvocationType {
+    /// Synchronous: wait for the result.
+    RequestResponse,
+    /// Asynchronous: queue and answer 202.
+    Event,
+    /// Check that the call would be allowed; run nothing.
+    DryRun,
+}
+
+/// A request to invoke a function.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    /// The function and qualifier as the caller named them.
+    pub function: FunctionRef,
+    /// Sync, async or dry run.
+    pub invocation_type: InvocationType,
+    /// Whether to return the tail of the log.
+    pub log_tail: bool,
+    /// The event.
+    pub payload: Bytes,
+    /// Decoded client context JSON.
+    pub client_context: Option<String>,
+    /// Incoming `X-Amzn-Trace-Id`, if any.
+    pub trace_id: Option<String>,
+    /// The request id (also the API's `x-amzn-RequestId`).
+    pub request_id: String,
+}
+
+/// The result of an accepted invocation.
+#[derive(Debug)]
+pub enum InvokeOutput {
+    /// A synchronous invocation ran.
+    Completed {
+        /// What the function returned or how it failed.
+        result: InvocationResult,
+        /// The version that ran.
+        executed_version: String,
+    },
+    /// An asynchronous invocation was queued.
+    Queued,
+    /// A dry run found the call valid.
+    DryRunOk,
+}
+
+/// Why an invocation was refused before it ran.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// No such function or qualifier.
+    #[error("{0}")]
+    NotFound(String),
+    /// A parameter broke a rule.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// The payload is not JSON.
+    #[error("{0}")]
+    InvalidRequestContent(String),
+    /// The payload is over the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A concurrency limit is reached; carries Lambda's `Reason`.
+    #[error("Rate Exceeded.")]
+    Throttled(&'static str),
+    /// The server is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store or the platform failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Retry timing of asynchronous invocations.
+#[derive(Debug, Clone)]
+pub struct AsyncSettings {
+    /// Retries after a function error (Lambda's default is 2).
+    pub max_retries: u32,
+    /// Delay before the first retry; each further retry waits twice as long (Lambda: ~1 min, ~2 min).
+    pub retry_delay: Duration,
+    /// How long an event may wait through throttles before it is dropped (Lambda: 6 h).
+    pub max_event_age: Duration,
+}
+
+impl Default for AsyncSettings {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            retry_delay: Duration::from_secs(60),
+            max_event_age: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+struct QueuedEvent {
+    request: InvokeRequest,
+    accepted: Instant,
+}
+
+/// Runs functions for every caller.
+pub struct Invoker {
+    store: Arc<dyn Store>,
+    code: CodeStore,
+    worker: Arc<Worker>,
+    arns: ArnContext,
+    queue: mpsc::UnboundedSender<QueuedEvent>,
+}
+
+impl Invoker {
+    /// Creates the invoker and starts its async dispatcher.
+    pub fn new(
+        store: Arc<dyn Store>,
+        code: CodeStore,
+        worker: Arc<Worker>,
+        arns: ArnContext,
+        async_settings: AsyncSettings,
+    ) -> Arc<Self> {
+        let (queue, events) = mpsc::unbounded_channel();
+        let invoker = Arc::new(Self {
+            store,
+            code,
+            worker,
+            arns,
+            queue,
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&invoker), events, async_settings));
+        invoker
+    }
+
+    /// Validates and runs (or queues) an invocation.
+    pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeOutput, InvokeError> {
+        let limit = match request.invocation_type {
+            InvocationType::Event => limits::ASYNC_PAYLOAD_BYTES,
+            _ => limits::SYNC_PAYLOAD_BYTES,
+        };
+        if request.payload.len() > limit {
+            return Err(InvokeError::TooLarge(format!(
+                "Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )));
+        }
+        if !request.payload.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&request.payload).is_err()
+        {
+            return Err(InvokeError::InvalidRequestContent(
+                "Could not parse request body into json: Could not parse payload into json: \
+                 Unexpected character: was expecting a valid JSON value"
+                    .into(),
+            ));
+        }
+        let config = self.resolve(&request.function)?;
+        match request.invocation_type {
+            InvocationType::DryRun => Ok(InvokeOutput::DryRunOk),
+            InvocationType::Event => {
+                self.queue
+                    .send(QueuedEvent {
+                        request,
+                        accepted: Instant::now(),
+                    })
+                    .map_err(|_| InvokeError::Unavailable("Lambent is shutting down".into()))?;
+                Ok(InvokeOutput::Queued)
+            }
+            InvocationType::RequestResponse => {
+                let executed_version = config.version.clone();
+                let result = self.run(&config, &request).await?;
+                Ok(InvokeOutput::Completed {
+                    result,
+                    executed_version,
+                })
+            }
+        }
+    }
+
+    fn resolve(
+        &self,
+        function: &FunctionRef,
+    ) -> Result<lambent_types::FunctionConfig, InvokeError> {
+        let qualifier = function.qualifier_or_latest();
+        let version = match &qualifier {
+            Qualifier::Latest => "$LATEST".to_string(),
+            Qualifier::Version(n) => n.to_string(),
+            Qualifier::Alias(alias) => alias.clone(),
+        };
+        match self.store.get_function(&function.name, &version) {
+            Ok(config) => Ok(config),
+            Err(StoreError::NotFound(_)) => {
+                let arn = match &function.qualifier {
+                    Some(q) => self.arns.qualified_function_arn(&function.name, q),
+                    None => self.arns.function_arn(&function.name),
+                };
+                Err(InvokeError::NotFound(format!("Function not found: {arn}")))
+            }
+            Err(other) => Err(InvokeError::Internal(other.to_string())),
+        }
+    }
+
+    async fn run(
+        &self,
+        config: &lambent_types::FunctionConfig,
+        request: &InvokeRequest,
+    ) -> Result<InvocationResult, InvokeError> {
+        let invoked_function_arn = match &request.function.qualifier {
+            Some(q) => self.arns.qualified_function_arn(&config.name, q),
+            None => self.arns.function_arn(&config.name),
+        };
+        let invocation = Invocation {
+            request_id: request.request_id.clone(),
+            payload: if request.payload.is_empty() {
+                Bytes::from_static(b"{}")
+            } else {
+                request.payload.clone()
+            },
+            invoked_function_arn,
+            trace_id: request.trace_id.clone().unwrap_or_else(new_trace_id),
+            client_context: request.client_context.clone(),
+            cognito_identity: None,
+            want_log_tail: request.log_tail,
+        };
+        let task_root = self.code.task_root(&config.code_sha256_hex);
+        self.worker
+            .invoke(config, &task_root, &invocation)
+            .await
+            .map_err(|e| match e {
+                WorkerError::Throttled => {
+                    InvokeError::Throttled("ConcurrentInvocationLimitExceeded")
+                }
+                WorkerError::ShuttingDown => InvokeError::Unavailable(e.to_string()),
+                WorkerError::Platform(_) => InvokeError::Internal(e.to_string()),
+            })
+    }
+}
+
+/// Runs queued events, retrying as Lambda does, until the queue closes.
+async fn dispatch(
+    invoker: std::sync::Weak<Invoker>,
+    mut events: mpsc::UnboundedReceiver<QueuedEvent>,
+    settings: AsyncSettings,
+) {
+    while let Some(event) = events.recv().await {
+        let Some(invoker) = invoker.upgrade() else {
+            break;
+        };
+        let settings = settings.clone();
+        tokio::spawn(async move { run_event(&invoker, event, &settings).await });
+    }
+}
+
+async fn run_event(invoker: &Invoker, event: QueuedEvent, settings: &AsyncSettings) {
+    let id = event.request.request_id.clone();
+    let function = event.request.function.name.clone();
+    let mut failures = 0u32;
+    let mut throttle_backoff = Duration::from_secs(1);
+    loop {
+        let config = match invoker.resolve(&event.request.function) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!(request_id = %id, %function, "async event dropped: {e}");
+                return;
+            }
+        };
+        match invoker.run(&config, &event.request).await {
+            Ok(result) if !result.function_error => {
+                tracing::debug!(request_id = %id, %function, "async invocation succeeded");
+                return;
+            }
+            Ok(_) => {
+                if failures >= settings.max_retries {
+                    tracing::warn!(request_id = %id, %function, attempts = failures + 1, "async invocation failed; retries exhausted");
+                    return;
+                }
+                let delay = settings.retry_delay * 2u32.pow(failures);
+                failures += 1;
+                tokio::time::sleep(delay).await;
+            }
+            Err(InvokeError::Unavailable(_)) => return,
+            Err(e) => {
+                if event.accepted.elapsed() + throttle_backoff > settings.max_event_age {
+                    tracing::warn!(request_id = %id, %function, "async event dropped: maximum event age exceeded ({e})");
+                    return;
+                }
+                tokio::time::sleep(throttle_backoff).await;
+                throttle_backoff = (throttle_backoff * 2).min(Duration::from_secs(300));
+            }
+        }
+    }
+}
+
+/// A new X-Ray style trace header: `Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=0`.
+pub fn new_trace_id() -> String {
+    let epoch = lambent_types::time::epoch_millis(std::time::SystemTime::now()) / 1000;
+    let root = uuid::Uuid::new_v4().simple().to_string();
+    let parent = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "Root=1-{epoch:08x}-{};Parent={};Sampled=0",
+        &root[..24],
+        &parent[..16]
+    )
+}

@@ -1,0 +1,259 @@
+//! One execution environment: a process group running a function's runtime, its Runtime API
+//! listener, and the logic that carries one invocation through it.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::Invocation;
+use crate::launch::LaunchPlan;
+use crate::logs::{LogCapture, pump};
+use crate::runtime_api::{self, Delivery, EnvStatus, Reply, RuntimeApiState};
+
+/// How long a new environment may take to reach its first `/next`.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running environment.
+pub struct Environment {
+    /// Short id for logs.
+    pub id: String,
+    /// Process (and process group) id.
+    pub pid: u32,
+    /// Captured output.
+    pub logs: Arc<LogCapture>,
+    /// When the process was started.
+    pub started: Instant,
+    deliveries: mpsc::Sender<Delivery>,
+    status: watch::Receiver<EnvStatus>,
+    server: tokio::task::JoinHandle<()>,
+    killed: AtomicBool,
+}
+
+/// How an invocation ended inside an environment.
+pub enum Outcome {
+    /// The runtime answered (response or error); the environment can be reused.
+    Answered(Reply),
+    /// The runtime failed to take or answer it; the environment is finished.
+    Failed(Failure),
+}
+
+/// Why an environment could not complete an invocation.
+pub enum Failure {
+    /// No answer before the function timeout.
+    Timeout(Duration),
+    /// The runtime did not reach `/next` within the init timeout.
+    InitTimeout,
+    /// The runtime reported an init error (its error document).
+    InitError(Bytes),
+    /// The process exited (`exit status 1`, `signal: killed`).
+    Exited(String),
+}
+
+impl Environment {
+    /// Starts the process described by `plan` with a fresh Runtime API listener.
+    /// `make_plan` receives the `host:port` of that listener.
+    pub async fn start<E>(
+        label: &str,
+        make_plan: impl FnOnce(&str) -> Result<LaunchPlan, E>,
+    ) -> Result<Result<Arc<Self>, E>, std::io::Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let plan = match make_plan(&address) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (status_tx, status_rx) = watch::channel(EnvStatus::Initializing);
+        let (delivery_tx, delivery_rx) = mpsc::channel(1);
+        let state = RuntimeApiState::new(delivery_rx, status_tx.clone());
+        let server = runtime_api::serve(listener, state);
+
+        let (reader, writer) = std::io::pipe()?;
+        let mut command = tokio::process::Command::new(&plan.program);
+        command
+            .args(&plan.args)
+            .current_dir(&plan.cwd)
+            .env_clear()
+            .envs(plan.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
+            .process_group(0)
+            .kill_on_drop(true);
+        let spawned = command.spawn();
+        drop(command);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let logs = Arc::new(LogCapture::default());
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
+        tokio::spawn(pump(reader, logs.clone(), label.to_string()));
+        tokio::spawn(async move {
+            let description = match child.wait().await {
+                Ok(status) => describe_exit(status),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            status_tx.send_if_modified(|status| {
+                if matches!(status, EnvStatus::InitFailed(_)) {
+                    false
+                } else {
+                    *status = EnvStatus::Exited(description);
+                    true
+                }
+            });
+        });
+        Ok(Ok(Arc::new(Self {
+            id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            pid,
+            logs,
+            started: Instant::now(),
+            deliveries: delivery_tx,
+            status: status_rx,
+            server,
+            killed: AtomicBool::new(false),
+        })))
+    }
+
+    /// True while the environment may take another invocation.
+    pub fn is_alive(&self) -> bool {
+        !self.killed.load(Ordering::Relaxed) && !self.status.borrow().is_terminal()
+    }
+
+    /// True once the runtime has asked for work at least once.
+    pub fn is_initialized(&self) -> bool {
+        *self.status.borrow() != EnvStatus::Initializing
+    }
+
+    /// Carries one invocation through the environment.
+    pub async fn run(&self, invocation: &Invocation, timeout: Duration) -> Outcome {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (delivered_tx, delivered_rx) = oneshot::channel();
+        let delivery = Delivery {
+            request_id: invocation.request_id.clone(),
+            payload: invocation.payload.clone(),
+            invoked_function_arn: invocation.invoked_function_arn.clone(),
+            trace_id: invocation.trace_id.clone(),
+            client_context: invocation.client_context.clone(),
+            cognito_identity: invocation.cognito_identity.clone(),
+            timeout,
+            delivered: delivered_tx,
+            reply: reply_tx,
+        };
+        let mut status = self.status.clone();
+        if self.deliveries.send(delivery).await.is_err() {
+            return Outcome::Failed(terminal_failure(&status.borrow()));
+        }
+        let pickup_budget = if self.is_initialized() {
+            timeout
+        } else {
+            INIT_TIMEOUT
+        };
+        let handed_out = tokio::select! {
+            biased;
+            at = delivered_rx => at.ok(),
+            failure = wait_terminal(&mut status) => return Outcome::Failed(failure),
+            () = tokio::time::sleep(pickup_budget) => None,
+        };
+        let Some(handed_out) = handed_out else {
+            return Outcome::Failed(if self.is_initialized() {
+                Failure::Timeout(timeout)
+            } else {
+                Failure::InitTimeout
+            });
+        };
+        tokio::select! {
+            biased;
+            reply = reply_rx => match reply {
+                Ok(reply) => Outcome::Answered(reply),
+                Err(_) => Outcome::Failed(terminal_failure(&status.borrow())),
+            },
+            failure = wait_terminal(&mut status) => Outcome::Failed(failure),
+            () = tokio::time::sleep_until((handed_out + timeout).into()) => Outcome::Failed(Failure::Timeout(timeout)),
+        }
+    }
+
+    /// Kills the whole process group and stops the Runtime API listener.
+    pub fn kill(&self) {
+        if self.killed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.server.abort();
+        // The group outlives its leader while any child lives, so it is killed even after exit.
+        if self.pid != 0 {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+    }
+
+    /// Waits (up to `limit`) until the process has exited.
+    pub async fn wait_exit(&self, limit: Duration) {
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(
+            limit,
+            status.wait_for(|s| matches!(s, EnvStatus::Exited(_) | EnvStatus::InitFailed(_))),
+        )
+        .await;
+    }
+
+    /// Peak resident memory of the runtime process, MB (from `/proc/<pid>/status` VmHWM).
+    pub fn max_memory_mb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map(|kb| kb.div_ceil(1024))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn wait_terminal(status: &mut watch::Receiver<EnvStatus>) -> Failure {
+    match status.wait_for(EnvStatus::is_terminal).await {
+        Ok(status) => terminal_failure(&status),
+        Err(_) => Failure::Exited("the environment was lost".into()),
+    }
+}
+
+fn terminal_failure(status: &EnvStatus) -> Failure {
+    match status {
+        EnvStatus::InitFailed(body) => Failure::InitError(body.clone()),
+        EnvStatus::Exited(how) => Failure::Exited(how.clone()),
+        _ => Failure::Exited("the environment stopped".into()),
+    }
+}
+
+/// Describes an exit the way Lambda does (`exit status 1`, `signal: killed`).
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal() {
+        Some(9) => "signal: killed".into(),
+        Some(15) => "signal: terminated".into(),
+        Some(11) => "signal: segmentation fault".into(),
+        Some(6) => "signal: aborted".into(),
+        Some(n) => format!("signal: {n}"),
+        None => "exited".into(),
+    }
+}

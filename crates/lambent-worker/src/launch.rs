@@ -1,0 +1,339 @@
+//! How an environment's process is started for each runtime: the program, its arguments and
+//! the environment variables Lambda sets.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use lambent_types::FunctionConfig;
+use lambent_types::runtime::{RuntimeFamily, language_version, runtime_family};
+
+/// Lambent's Python bootstrap, embedded in the binary.
+const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+/// Lambent's Node bootstrap, embedded in the binary.
+const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.mjs");
+
+/// Why an environment's entry point could not be determined.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// No `bootstrap` for a `provided` runtime.
+    #[error("Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]")]
+    NoBootstrap,
+    /// The runtime identifier is not one Lambent runs.
+    #[error("{0}")]
+    UnknownRuntime(String),
+    /// The interpreter for a managed runtime is not installed on this host.
+    #[error("the {runtime} runtime needs {program}, which was not found on this host")]
+    InterpreterMissing {
+        /// The function's runtime.
+        runtime: String,
+        /// The missing interpreter.
+        program: String,
+    },
+}
+
+/// The interpreters on this host that run the managed runtimes, and where the bootstraps live.
+#[derive(Debug)]
+pub struct RuntimeHosts {
+    /// Directory holding `python/bootstrap.py` and `node/bootstrap.mjs` (`LAMBDA_RUNTIME_DIR`).
+    pub runtime_dir: PathBuf,
+    /// The real CPython binary (not a shim) and its `X.Y` version.
+    pub python: Option<(PathBuf, String)>,
+    /// The Node.js binary and its major version.
+    pub node: Option<(PathBuf, String)>,
+    warned: Mutex<HashSet<String>>,
+}
+
+impl RuntimeHosts {
+    /// Writes the embedded bootstraps under `runtime_dir` and finds the host's interpreters
+    /// (`LAMBENT_PYTHON` / `LAMBENT_NODE` override the search of `PATH`).
+    pub fn prepare(runtime_dir: &Path) -> std::io::Result<Self> {
+        for (dir, file, text) in [
+            ("python", "bootstrap.py", PYTHON_BOOTSTRAP),
+            ("node", "bootstrap.mjs", NODE_BOOTSTRAP),
+        ] {
+            let dir = runtime_dir.join(dir);
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(file);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+                std::fs::write(&path, text)?;
+            }
+        }
+        let python_cmd = std::env::var("LAMBENT_PYTHON").unwrap_or_else(|_| "python3".into());
+        let node_cmd = std::env::var("LAMBENT_NODE").unwrap_or_else(|_| "node".into());
+        Ok(Self {
+            runtime_dir: runtime_dir.to_path_buf(),
+            python: probe(
+                &python_cmd,
+                &[
+                    "-c",
+                    "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2])",
+                ],
+            )
+            .and_then(|out| {
+                let mut lines = out.lines();
+                Some((PathBuf::from(lines.next()?), lines.next()?.to_string()))
+            }),
+            node: probe(
+                &node_cmd,
+                &["-e", "console.log(process.execPath); console.log(process.versions.node.split('.')[0])"],
+            )
+            .and_then(|out| {
+                let mut lines = out.lines();
+                Some((PathBuf::from(lines.next()?), lines.next()?.to_string()))
+            }),
+            warned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Logs once per runtime when the host's interpreter version differs from the one named.
+    fn warn_on_mismatch(&self, runtime: &str, host_version: &str) {
+        let Some(wanted) = language_version(runtime) else {
+            return;
+        };
+        if wanted == host_version {
+            return;
+        }
+        if let Ok(mut warned) = self.warned.lock()
+            && warned.insert(runtime.to_string())
+        {
+            tracing::warn!(
+                runtime,
+                host_version,
+                "runtime {runtime} runs on the host's version {host_version}"
+            );
+        }
+    }
+}
+
+fn probe(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Everything needed to start one environment's process.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Working directory: the function's code.
+    pub cwd: PathBuf,
+    /// The complete environment (nothing is inherited from the server).
+    pub env: Vec<(String, String)>,
+}
+
+/// Builds the launch plan for `config` with code unpacked at `task_root`.
+pub fn plan(
+    hosts: &RuntimeHosts,
+    config: &FunctionConfig,
+    task_root: &Path,
+    region: &str,
+    log_stream: &str,
+    runtime_api: &str,
+) -> Result<LaunchPlan, LaunchError> {
+    let family =
+        runtime_family(&config.runtime).map_err(|e| LaunchError::UnknownRuntime(e.to_string()))?;
+    let task = task_root.to_string_lossy().into_owned();
+    let runtime_dir = hosts.runtime_dir.to_string_lossy().into_owned();
+    let mut env: Vec<(String, String)> = vec![
+        ("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.into()),
+        ("_HANDLER".into(), config.handler.clone()),
+        ("LAMBDA_TASK_ROOT".into(), task.clone()),
+        ("LAMBDA_RUNTIME_DIR".into(), runtime_dir.clone()),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), config.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), config.version.clone()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+            config.memory_size.to_string(),
+        ),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+            format!("/aws/lambda/{}", config.name),
+        ),
+        ("AWS_LAMBDA_LOG_STREAM_NAME".into(), log_stream.into()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("AWS_REGION".into(), region.into()),
+        ("AWS_DEFAULT_REGION".into(), region.into()),
+        ("AWS_XRAY_CONTEXT_MISSING".into(), "LOG_ERROR".into()),
+        ("TZ".into(), ":UTC".into()),
+        ("LANG".into(), "en_US.UTF-8".into()),
+        (
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into(),
+        ),
+        (
+            "LD_LIBRARY_PATH".into(),
+            format!("/lib64:/usr/lib64:{runtime_dir}:{runtime_dir}/lib:{task}:{task}/lib:/opt/lib"),
+        ),
+    ];
+    let (program, args) = match family {
+        RuntimeFamily::Provided => {
+            let bootstrap = task_root.join("bootstrap");
+            if !bootstrap.exists() {
+                return Err(LaunchError::NoBootstrap);
+            }
+            (bootstrap, Vec::new())
+        }
+        RuntimeFamily::Python => {
+            let (python, version) =
+                hosts
+                    .python
+                    .as_ref()
+                    .ok_or_else(|| LaunchError::InterpreterMissing {
+                        runtime: config.runtime.clone(),
+                        program: "python3".into(),
+                    })?;
+            hosts.warn_on_mismatch(&config.runtime, version);
+            env.push((
+                "AWS_EXECUTION_ENV".into(),
+                format!("AWS_Lambda_{}", config.runtime),
+            ));
+            env.push(("PYTHONPATH".into(), format!("{task}:/opt/python")));
+            (
+                python.clone(),
+                vec![hosts.runtime_dir.join("python/bootstrap.py").into()],
+            )
+        }
+        RuntimeFamily::Node => {
+            let (node, version) =
+                hosts
+                    .node
+                    .as_ref()
+                    .ok_or_else(|| LaunchError::InterpreterMissing {
+                        runtime: config.runtime.clone(),
+                        program: "node".into(),
+                    })?;
+            hosts.warn_on_mismatch(&config.runtime, version);
+            env.push((
+                "AWS_EXECUTION_ENV".into(),
+                format!("AWS_Lambda_{}", config.runtime),
+            ));
+            env.push((
+                "NODE_PATH".into(),
+                format!("/opt/nodejs/node_modules:{runtime_dir}/node_modules"),
+            ));
+            (
+                node.clone(),
+                vec![hosts.runtime_dir.join("node/bootstrap.mjs").into()],
+            )
+        }
+    };
+    env.extend(
+        config
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    Ok(LaunchPlan {
+        program,
+        args,
+        cwd: task_root.to_path_buf(),
+        env,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config(runtime: &str) -> FunctionConfig {
+        FunctionConfig {
+            name: "fn1".into(),
+            version: "$LATEST".into(),
+            runtime: runtime.into(),
+            handler: "app.handler".into(),
+            role: "r".into(),
+            description: String::new(),
+            timeout: 3,
+            memory_size: 256,
+            ephemeral_storage: 512,
+            architectures: vec!["x86_64".into()],
+            environment: BTreeMap::from([("MY_VAR".into(), "v".into())]),
+            code_sha256_hex: String::new(),
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified: String::new(),
+            revision_id: String::new(),
+            tracing_mode: "PassThrough".into(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn hosts(dir: &Path) -> RuntimeHosts {
+        RuntimeHosts {
+            runtime_dir: dir.to_path_buf(),
+            python: Some(("/usr/bin/python3".into(), "3.11".into())),
+            node: None,
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    #[test]
+    fn python_plan_sets_lambda_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(
+            &hosts(dir.path()),
+            &config("python3.12"),
+            dir.path(),
+            "eu-west-1",
+            "s",
+            "127.0.0.1:1",
+        )
+        .unwrap();
+        let get = |k: &str| {
+            plan.env
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(plan.program, PathBuf::from("/usr/bin/python3"));
+        assert_eq!(get("AWS_LAMBDA_RUNTIME_API"), Some("127.0.0.1:1"));
+        assert_eq!(get("_HANDLER"), Some("app.handler"));
+        assert_eq!(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), Some("256"));
+        assert_eq!(get("AWS_REGION"), Some("eu-west-1"));
+        assert_eq!(get("AWS_EXECUTION_ENV"), Some("AWS_Lambda_python3.12"));
+        assert_eq!(get("MY_VAR"), Some("v"));
+        assert_eq!(get("AWS_LAMBDA_LOG_GROUP_NAME"), Some("/aws/lambda/fn1"));
+    }
+
+    #[test]
+    fn provided_needs_a_bootstrap_and_node_needs_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = hosts(dir.path());
+        assert!(matches!(
+            plan(
+                &hosts,
+                &config("provided.al2023"),
+                dir.path(),
+                "r",
+                "s",
+                "a"
+            ),
+            Err(LaunchError::NoBootstrap)
+        ));
+        std::fs::write(dir.path().join("bootstrap"), "#!/bin/sh\n").unwrap();
+        let provided = plan(
+            &hosts,
+            &config("provided.al2023"),
+            dir.path(),
+            "r",
+            "s",
+            "a",
+        )
+        .unwrap();
+        assert_eq!(provided.program, dir.path().join("bootstrap"));
+        assert!(provided.env.iter().all(|(k, _)| k != "AWS_EXECUTION_ENV"));
+        assert!(matches!(
+            plan(&hosts, &config("nodejs20.x"), dir.path(), "r", "s", "a"),
+            Err(LaunchError::InterpreterMissing { .. })
+        ));
+    }
+}

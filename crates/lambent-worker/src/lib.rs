@@ -1,0 +1,66 @@
+//! Lambent's worker: execution environments and their pools.
+//!
+//! An environment is one OS process tree running a function's runtime, with its own Runtime
+//! API listener (so a connection identifies its environment, as a per-environment network
+//! namespace will later). The worker keeps a pool of warm environments per function
+//! version and revision, starts new ones when all are busy, reaps idle ones, and enforces
+//! timeouts by killing the whole process group. It knows nothing about HTTP clients, auth or
+//! brokers: callers hand it a [`FunctionConfig`](lambent_types::FunctionConfig), the code
+//! directory and an [`Invocation`].
+
+mod environment;
+mod launch;
+mod logs;
+mod pool;
+mod runtime_api;
+
+pub use launch::{LaunchError, RuntimeHosts};
+pub use pool::{Worker, WorkerConfig};
+
+use bytes::Bytes;
+
+/// One request to run a function, as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The request id, shown to the function and in logs.
+    pub request_id: String,
+    /// The event, JSON bytes.
+    pub payload: Bytes,
+    /// The ARN the caller used, including any qualifier.
+    pub invoked_function_arn: String,
+    /// X-Ray trace header value.
+    pub trace_id: String,
+    /// Decoded client context JSON, if the caller sent one.
+    pub client_context: Option<String>,
+    /// Cognito identity JSON, if any.
+    pub cognito_identity: Option<String>,
+    /// Whether the caller wants the tail of the invocation's log.
+    pub want_log_tail: bool,
+}
+
+/// What came of an invocation that reached an environment (or failed to start one).
+#[derive(Debug, Clone)]
+pub struct InvocationResult {
+    /// The response body: the function's result, or an error document.
+    pub body: Bytes,
+    /// True when the function (or the platform on its behalf) failed: `X-Amz-Function-Error: Unhandled`.
+    pub function_error: bool,
+    /// The last 4 KB of the invocation's log, when asked for.
+    pub log_tail: Option<String>,
+    /// True when this invocation started a new environment.
+    pub cold_start: bool,
+}
+
+/// Why the worker could not run an invocation at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The concurrency limit is reached.
+    #[error("Rate Exceeded.")]
+    Throttled,
+    /// The worker is shutting down and takes no new invocations.
+    #[error("Lambent is shutting down; the invocation was not started")]
+    ShuttingDown,
+    /// The platform itself failed (e.g. no port for the Runtime API).
+    #[error("failed to start an execution environment: {0}")]
+    Platform(#[from] std::io::Error),
+}

@@ -1,0 +1,431 @@
+//! The [`Worker`]: pools of warm environments per function version and revision, cold starts
+//! when all are busy, idle reaping, the concurrency limit, and graceful shutdown.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lambent_types::FunctionConfig;
+
+use crate::environment::{Environment, Failure, Outcome};
+use crate::launch::{self, LaunchError, RuntimeHosts};
+use crate::runtime_api::{MAX_RESPONSE_BYTES, Reply, error_document};
+use crate::{Invocation, InvocationResult, WorkerError};
+
+/// Settings of the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Region reported to functions.
+    pub region: String,
+    /// How long an idle environment is kept warm.
+    pub idle_timeout: Duration,
+    /// Most environments busy at once (the account concurrency limit).
+    pub max_concurrency: usize,
+}
+
+/// Environments of one function version at one revision of its code and configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    function: String,
+    version: String,
+    revision: String,
+}
+
+struct IdleEnv {
+    env: Arc<Environment>,
+    since: Instant,
+}
+
+/// Runs invocations in pooled execution environments.
+pub struct Worker {
+    config: WorkerConfig,
+    hosts: RuntimeHosts,
+    idle: Mutex<HashMap<PoolKey, Vec<IdleEnv>>>,
+    busy: Mutex<HashMap<String, Arc<Environment>>>,
+    in_flight: AtomicUsize,
+    closing: AtomicBool,
+}
+
+/// Decrements the in-flight count when an invocation ends, however it ends.
+struct InFlightGuard<'a>(&'a AtomicUsize);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Worker {
+    /// Creates a worker and starts its idle reaper.
+    pub fn new(config: WorkerConfig, hosts: RuntimeHosts) -> Arc<Self> {
+        let worker = Arc::new(Self {
+            config,
+            hosts,
+            idle: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&worker);
+        let period = (worker.config.idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(worker) = weak.upgrade() else { break };
+                worker.reap_idle();
+            }
+        });
+        worker
+    }
+
+    /// Number of invocations running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Number of environments alive now (idle and busy).
+    pub fn environment_count(&self) -> usize {
+        let idle: usize = self
+            .idle
+            .lock()
+            .map(|idle| idle.values().map(Vec::len).sum())
+            .unwrap_or(0);
+        idle + self.busy.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
+    /// Runs `invocation` on a warm environment of `config`, or a new one whose code is `task_root`.
+    pub async fn invoke(
+        &self,
+        config: &FunctionConfig,
+        task_root: &Path,
+        invocation: &Invocation,
+    ) -> Result<InvocationResult, WorkerError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(WorkerError::ShuttingDown);
+        }
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.config.max_concurrency {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(WorkerError::Throttled);
+        }
+        let _guard = InFlightGuard(&self.in_flight);
+        let key = PoolKey {
+            function: config.name.clone(),
+            version: config.version.clone(),
+            revision: config.revision_id.clone(),
+        };
+        let (env, cold_start) = match self.take_idle(&key) {
+            Some(env) => (env, false),
+            None => match self.start_environment(config, task_root).await? {
+                Ok(env) => (env, true),
+                Err(message) => return Ok(self.entrypoint_failure(config, invocation, &message)),
+            },
+        };
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.insert(env.id.clone(), env.clone());
+        }
+        let result = self.run_on(&env, config, invocation, cold_start).await;
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&env.id);
+        }
+        let (result, reusable) = result;
+        if reusable && env.is_alive() && !self.closing.load(Ordering::Acquire) {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.entry(key).or_default().push(IdleEnv {
+                    env,
+                    since: Instant::now(),
+                });
+            }
+        } else {
+            env.kill();
+        }
+        Ok(result)
+    }
+
+    fn take_idle(&self, key: &PoolKey) -> Option<Arc<Environment>> {
+        let mut idle = self.idle.lock().ok()?;
+        // Environments of an older revision of this function version never serve again.
+        let stale: Vec<PoolKey> = idle
+            .keys()
+            .filter(|k| {
+                k.function == key.function && k.version == key.version && k.revision != key.revision
+            })
+            .cloned()
+            .collect();
+        for stale_key in stale {
+            for entry in idle.remove(&stale_key).unwrap_or_default() {
+                entry.env.kill();
+            }
+        }
+        let envs = idle.get_mut(key)?;
+        while let Some(entry) = envs.pop() {
+            if entry.env.is_alive() {
+                return Some(entry.env);
+            }
+            entry.env.kill();
+        }
+        None
+    }
+
+    async fn start_environment(
+        &self,
+        config: &FunctionConfig,
+        task_root: &Path,
+    ) -> Result<Result<Arc<Environment>, String>, WorkerError> {
+        let log_stream = format!(
+            "{}/[{}]{}",
+            log_stream_date(),
+            config.version,
+            uuid::Uuid::new_v4().simple()
+        );
+        let started = Environment::start(&config.name, |address| {
+            launch::plan(
+                &self.hosts,
+                config,
+                task_root,
+                &self.config.region,
+                &log_stream,
+                address,
+            )
+        })
+        .await;
+        match started {
+            Ok(Ok(env)) => {
+                tracing::debug!(function = %config.name, env = %env.id, pid = env.pid, "environment started");
+                Ok(Ok(env))
+            }
+            Ok(Err(LaunchError::NoBootstrap)) => Ok(Err(LaunchError::NoBootstrap.to_string())),
+            Ok(Err(other)) => Ok(Err(other.to_string())),
+            Err(spawn) if spawn.kind() == std::io::ErrorKind::PermissionDenied => Ok(Err(format!(
+                "fork/exec /var/task/bootstrap: permission denied ({spawn})"
+            ))),
+            Err(spawn) if spawn.raw_os_error() == Some(8) => Ok(Err(format!(
+                "fork/exec /var/task/bootstrap: exec format error ({spawn})"
+            ))),
+            Err(spawn) if spawn.kind() == std::io::ErrorKind::NotFound => Ok(Err(format!(
+                "fork/exec: no such file or directory ({spawn})"
+            ))),
+            Err(other) => Err(WorkerError::Platform(other)),
+        }
+    }
+
+    fn entrypoint_failure(
+        &self,
+        config: &FunctionConfig,
+        invocation: &Invocation,
+        message: &str,
+    ) -> InvocationResult {
+        let body = serde_json::json!({
+            "errorType": "Runtime.InvalidEntrypoint",
+            "errorMessage": format!("RequestId: {} Error: {message}", invocation.request_id),
+        });
+        let log = format!(
+            "START RequestId: {id} Version: {version}\nRuntime.InvalidEntrypoint: {message}\nEND RequestId: {id}\n\
+             REPORT RequestId: {id}\tDuration: 0.00 ms\tBilled Duration: 0 ms\tMemory Size: {memory} MB\tMax Memory Used: 0 MB\t\n",
+            id = invocation.request_id,
+            version = config.version,
+            memory = config.memory_size,
+        );
+        tracing::warn!(function = %config.name, "{message}");
+        InvocationResult {
+            body: Bytes::from(body.to_string()),
+            function_error: true,
+            log_tail: invocation.want_log_tail.then_some(log),
+            cold_start: true,
+        }
+    }
+
+    /// Runs the invocation and frames its log; returns the result and whether the environment may be reused.
+    async fn run_on(
+        &self,
+        env: &Environment,
+        config: &FunctionConfig,
+        invocation: &Invocation,
+        cold_start: bool,
+    ) -> (InvocationResult, bool) {
+        let id = &invocation.request_id;
+        let begun = Instant::now();
+        env.logs
+            .append(format!("START RequestId: {id} Version: {}\n", config.version).as_bytes());
+        let timeout = Duration::from_secs(u64::from(config.timeout));
+        let outcome = env.run(invocation, timeout).await;
+        let duration = begun.elapsed();
+        let init_duration = cold_start.then(|| env.started.elapsed().saturating_sub(duration));
+        let (body, function_error, reusable, status_line) = match outcome {
+            Outcome::Answered(Reply::Response(body)) => (body, false, true, None),
+            Outcome::Answered(Reply::Error(body, error_type)) => (
+                error_document(&body, error_type.as_deref(), "Runtime.Unknown"),
+                true,
+                true,
+                None,
+            ),
+            Outcome::Answered(Reply::TooLarge(size)) => {
+                let body = serde_json::json!({
+                    "errorType": "Function.ResponseSizeTooLarge",
+                    "errorMessage": format!(
+                        "Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+                    ),
+                });
+                (Bytes::from(body.to_string()), true, true, None)
+            }
+            Outcome::Failed(Failure::Timeout(limit)) => {
+                let message = format!("Task timed out after {:.2} seconds", limit.as_secs_f64());
+                let body = serde_json::json!({
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": format!("RequestId: {id} Error: {message}"),
+                });
+                (
+                    Bytes::from(body.to_string()),
+                    true,
+                    false,
+                    Some(format!("{} {id} {message}", iso_now())),
+                )
+            }
+            Outcome::Failed(Failure::InitTimeout) => {
+                let message = format!(
+                    "Init timed out after {:.2} seconds",
+                    crate::environment::INIT_TIMEOUT.as_secs_f64()
+                );
+                let body = serde_json::json!({
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": format!("RequestId: {id} Error: {message}"),
+                });
+                (Bytes::from(body.to_string()), true, false, Some(message))
+            }
+            Outcome::Failed(Failure::InitError(body)) => (
+                body,
+                true,
+                false,
+                Some("INIT_REPORT Status: error".to_string()),
+            ),
+            Outcome::Failed(Failure::Exited(how)) => {
+                let message = format!("Runtime exited with error: {how}");
+                let body = serde_json::json!({
+                    "errorType": "Runtime.ExitError",
+                    "errorMessage": format!("RequestId: {id} Error: {message}"),
+                });
+                (
+                    Bytes::from(body.to_string()),
+                    true,
+                    false,
+                    Some(format!("RequestId: {id} Error: {message}")),
+                )
+            }
+        };
+        if !reusable {
+            env.kill();
+        }
+        let log_tail = if invocation.want_log_tail {
+            // Give the log pump a moment to drain what the function wrote before answering.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if let Some(line) = &status_line {
+                env.logs.append(format!("{line}\n").as_bytes());
+            }
+            env.logs.append(
+                report(config, id, duration, init_duration, env.max_memory_mb()).as_bytes(),
+            );
+            Some(env.logs.take_tail())
+        } else {
+            env.logs.clear();
+            None
+        };
+        tracing::debug!(function = %config.name, request_id = %id, duration_ms = duration.as_secs_f64() * 1000.0, function_error, "invocation finished");
+        (
+            InvocationResult {
+                body,
+                function_error,
+                log_tail,
+                cold_start,
+            },
+            reusable,
+        )
+    }
+
+    fn reap_idle(&self) {
+        let limit = self.config.idle_timeout;
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        for envs in idle.values_mut() {
+            envs.retain(|entry| {
+                let keep = entry.since.elapsed() < limit && entry.env.is_alive();
+                if !keep {
+                    tracing::debug!(env = %entry.env.id, "reaping idle environment");
+                    entry.env.kill();
+                }
+                keep
+            });
+        }
+        idle.retain(|_, envs| !envs.is_empty());
+    }
+
+    /// Stops taking invocations, lets running ones finish for up to `grace`, then kills every
+    /// environment and waits for the processes to exit.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.closing.store(true, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        while self.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut all: Vec<Arc<Environment>> = Vec::new();
+        if let Ok(mut idle) = self.idle.lock() {
+            all.extend(
+                idle.drain()
+                    .flat_map(|(_, envs)| envs.into_iter().map(|e| e.env)),
+            );
+        }
+        if let Ok(busy) = self.busy.lock() {
+            all.extend(busy.values().cloned());
+        }
+        for env in &all {
+            env.kill();
+        }
+        for env in &all {
+            env.wait_exit(Duration::from_secs(2)).await;
+        }
+        tracing::info!(
+            environments = all.len(),
+            "all execution environments stopped"
+        );
+    }
+}
+
+fn report(
+    config: &FunctionConfig,
+    id: &str,
+    duration: Duration,
+    init: Option<Duration>,
+    max_memory_mb: u64,
+) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    let mut line = format!(
+        "END RequestId: {id}\nREPORT RequestId: {id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {max_memory_mb} MB\t",
+        ms.ceil() as u64,
+        config.memory_size,
+    );
+    if let Some(init) = init {
+        line.push_str(&format!(
+            "Init Duration: {:.2} ms\t",
+            init.as_secs_f64() * 1000.0
+        ));
+    }
+    line.push('\n');
+    line
+}
+
+fn log_stream_date() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}/{:02}/{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    )
+}
+
+fn iso_now() -> String {
+    lambent_types::time::aws_timestamp(std::time::SystemTime::now())
+}

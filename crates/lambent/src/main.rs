@@ -1,0 +1,46 @@
+//! `lambent`: the Lambent server (`lambent serve`) and the everyday CLI (`deploy`, `invoke`,
+//! `ls`, `rm`) in one binary.
+
+mod client;
+mod credentials;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Lambent: run AWS Lambda functions on your own machine, with the AWS tools you already use.
+#[derive(Parser)]
+#[command(name = "lambent", version, about)]
+struct Cli {
+    /// Where Lambent keeps its database, code and credentials.
+    #[arg(
+        long,
+        env = "LAMBENT_DATA_DIR",
+        default_value = ".lambent",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// Output format of client commands.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    output: client::OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (Lambda API, Invoke, execution environments).
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args, &cli.data_dir).await,
+        Command::Client(command) => client::run(command, &cli.data_dir, cli.output).await,
+    }
+}

@@ -1,0 +1,202 @@
+//! `lambent serve`: opens the data directory, prepares credentials and runtimes, serves the
+//! API, and shuts down cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use lambent_api::{ApiState, AuthMode};
+use lambent_invoke::{AsyncSettings, Invoker};
+use lambent_store::{CodeStore, SqliteStore, Store};
+use lambent_types::names::ArnContext;
+use lambent_worker::{RuntimeHosts, Worker, WorkerConfig};
+
+use crate::credentials::{self, CredentialsFile};
+
+/// Options of `lambent serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the Lambda API.
+    #[arg(long, env = "LAMBENT_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Region reported in ARNs and to functions.
+    #[arg(long, env = "LAMBENT_REGION", default_value = "us-east-1")]
+    region: String,
+    /// 12-digit account id used in ARNs.
+    #[arg(long, env = "LAMBENT_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    /// Development only: accept unsigned requests and any credentials.
+    #[arg(long)]
+    no_auth: bool,
+    /// Print `export` lines for the AWS CLI/SDKs and exit.
+    #[arg(long)]
+    print_credentials: bool,
+    /// Seconds an idle environment is kept warm before it is stopped.
+    #[arg(long, env = "LAMBENT_IDLE_TIMEOUT", default_value_t = 600)]
+    idle_timeout: u64,
+    /// Most invocations running at once (the account concurrency limit).
+    #[arg(long, env = "LAMBENT_MAX_CONCURRENCY", default_value_t = 1000)]
+    max_concurrency: usize,
+    /// Seconds before the first retry of a failed async invocation (doubles for the second).
+    #[arg(long, env = "LAMBENT_ASYNC_RETRY_DELAY", default_value_t = 60)]
+    async_retry_delay: u64,
+    /// Seconds running invocations get to finish at shutdown before they are failed.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
+    init_tracing();
+    if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data_dir.join("lambent.db"))
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+    );
+    let endpoint = format!("http://{}", args.listen);
+    let (key, created) = credentials::bootstrap_key(store.as_ref())?;
+    let contents = CredentialsFile {
+        access_key_id: key.access_key_id.clone(),
+        secret_access_key: key.secret_access_key.clone(),
+        region: args.region.clone(),
+        endpoint: endpoint.clone(),
+    };
+    let credentials_path = credentials::write_file(data_dir, &contents)?;
+    if args.print_credentials {
+        print!("{}", credentials::export_lines(&contents));
+        return Ok(());
+    }
+
+    let code = CodeStore::open(&data_dir.join("code"))?;
+    let hosts = RuntimeHosts::prepare(&data_dir.join("runtimes"))?;
+    match &hosts.python {
+        Some((path, version)) => tracing::info!(
+            "python runtimes run on {} (Python {version})",
+            path.display()
+        ),
+        None => {
+            tracing::warn!("no python3 found: python3.x functions will fail (set LAMBENT_PYTHON)")
+        }
+    }
+    match &hosts.node {
+        Some((path, version)) => {
+            tracing::info!("nodejs runtimes run on {} (Node {version})", path.display())
+        }
+        None => tracing::warn!("no node found: nodejs functions will fail (set LAMBENT_NODE)"),
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running? use --listen)",
+                args.listen
+            )
+        })?;
+    let worker = Worker::new(
+        WorkerConfig {
+            region: args.region.clone(),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            max_concurrency: args.max_concurrency,
+        },
+        hosts,
+    );
+    let arns = ArnContext {
+        region: args.region.clone(),
+        account_id: args.account_id.clone(),
+    };
+    let invoker = Invoker::new(
+        store.clone(),
+        code.clone(),
+        worker.clone(),
+        arns.clone(),
+        AsyncSettings {
+            retry_delay: Duration::from_secs(args.async_retry_delay),
+            ..AsyncSettings::default()
+        },
+    );
+    let state = Arc::new(ApiState {
+        store,
+        code,
+        invoker,
+        arns,
+        auth: if args.no_auth {
+            AuthMode::Disabled
+        } else {
+            AuthMode::SigV4
+        },
+        concurrency_limit: args.max_concurrency,
+    });
+
+    println!("Lambent listening on {endpoint}");
+    println!("  data directory: {}", data_dir.display());
+    if args.no_auth {
+        println!(
+            "  WARNING: --no-auth is on: requests are NOT authenticated. Development use only."
+        );
+    } else if created {
+        println!(
+            "  created credentials (shown once; also in {}):",
+            credentials_path.display()
+        );
+        print!("{}", indent(&credentials::export_lines(&contents)));
+    } else {
+        println!(
+            "  access key {} (secret in {}; `lambent serve --print-credentials` prints export lines)",
+            contents.access_key_id,
+            credentials_path.display()
+        );
+    }
+    println!("  try: aws lambda list-functions --endpoint-url {endpoint}");
+
+    lambent_api::serve(
+        listener,
+        state,
+        shutdown_signal(),
+        Duration::from_secs(args.shutdown_grace),
+    )
+    .await;
+    tracing::info!("shutting down: stopping execution environments");
+    worker
+        .shutdown(Duration::from_secs(args.shutdown_grace))
+        .await;
+    println!("Lambent stopped");
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAMBENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("shutdown requested");
+}
