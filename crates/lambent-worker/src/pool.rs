@@ -302,7 +302,11 @@ impl Worker {
                 Some("INIT_REPORT Status: error".to_string()),
             ),
             Outcome::Failed(Failure::Exited(how)) => {
-                let message = format!("Runtime exited with error: {how}");
+                let message = if self.closing.load(Ordering::Acquire) {
+                    format!("Runtime exited with error: {how} (Lambent is shutting down)")
+                } else {
+                    format!("Runtime exited with error: {how}")
+                };
                 let body = serde_json::json!({
                     "errorType": "Runtime.ExitError",
                     "errorMessage": format!("RequestId: {id} Error: {message}"),

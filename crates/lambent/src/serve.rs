@@ -69,11 +69,22 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         region: args.region.clone(),
         endpoint: endpoint.clone(),
     };
-    let credentials_path = credentials::write_file(data_dir, &contents)?;
     if args.print_credentials {
+        // A running server may listen elsewhere: keep the endpoint it recorded.
+        let recorded = std::fs::read(credentials::file_path(data_dir))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CredentialsFile>(&bytes).ok());
+        let contents = match recorded {
+            Some(recorded) if recorded.access_key_id == contents.access_key_id => recorded,
+            _ => {
+                credentials::write_file(data_dir, &contents)?;
+                contents
+            }
+        };
         print!("{}", credentials::export_lines(&contents));
         return Ok(());
     }
+    let credentials_path = credentials::write_file(data_dir, &contents)?;
 
     let code = CodeStore::open(&data_dir.join("code"))?;
     let hosts = RuntimeHosts::prepare(&data_dir.join("runtimes"))?;
