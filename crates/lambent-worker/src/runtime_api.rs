@@ -114,8 +114,13 @@ pub fn serve(listener: TcpListener, state: Arc<RuntimeApiState>) -> tokio::task:
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("runtime API accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let state = state.clone();
