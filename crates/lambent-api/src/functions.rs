@@ -8,7 +8,6 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use lambent_store::{StoreError, StoredCode};
-use lambent_types::config::defaults;
 use lambent_types::{FunctionConfig, FunctionRef, Qualifier, ValidationError, limits};
 
 use crate::shapes::{
@@ -134,36 +133,30 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
             "Runtime and Handler are mandatory parameters for functions created with deployment packages.",
         ));
     };
+    let base = FunctionConfig::with_defaults(&function.name, &runtime, &handler, &input.role);
     let mut config = FunctionConfig {
-        name: function.name.clone(),
-        version: LATEST.into(),
-        runtime,
-        handler,
-        role: input.role.clone(),
         description: input.description.clone().unwrap_or_default(),
-        timeout: input.timeout.unwrap_or(defaults::TIMEOUT_SECONDS),
-        memory_size: input.memory_size.unwrap_or(defaults::MEMORY_MB),
+        timeout: input.timeout.unwrap_or(base.timeout),
+        memory_size: input.memory_size.unwrap_or(base.memory_size),
         ephemeral_storage: input
             .ephemeral_storage
             .as_ref()
-            .map_or(defaults::EPHEMERAL_STORAGE_MB, |e| e.size),
+            .map_or(base.ephemeral_storage, |e| e.size),
         architectures: input
             .architectures
             .clone()
-            .unwrap_or_else(|| vec!["x86_64".into()]),
+            .unwrap_or_else(|| base.architectures.clone()),
         environment: input
             .environment
             .as_ref()
             .and_then(|e| e.variables.clone())
             .unwrap_or_default(),
-        code_sha256_hex: String::new(),
-        code_sha256: String::new(),
-        code_size: 0,
         last_modified: now(),
         revision_id: new_revision(),
         tracing_mode: tracing_mode(input.tracing_config.as_ref())?
-            .unwrap_or_else(|| "PassThrough".into()),
+            .unwrap_or_else(|| base.tracing_mode.clone()),
         tags: input.tags.clone(),
+        ..base.clone()
     };
     config.validate()?;
     if state.store.get_function(&config.name, LATEST).is_ok() {

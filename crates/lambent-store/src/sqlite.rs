@@ -207,28 +207,14 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn config(name: &str) -> FunctionConfig {
         FunctionConfig {
-            name: name.into(),
-            version: LATEST.into(),
-            runtime: "python3.12".into(),
-            handler: "app.handler".into(),
-            role: "arn:aws:iam::000000000000:role/r".into(),
-            description: String::new(),
-            timeout: 3,
-            memory_size: 128,
-            ephemeral_storage: 512,
-            architectures: vec!["x86_64".into()],
-            environment: BTreeMap::new(),
             code_sha256_hex: "ab".into(),
             code_sha256: "q=".into(),
             code_size: 10,
-            last_modified: String::new(),
             revision_id: "r1".into(),
-            tracing_mode: "PassThrough".into(),
-            tags: BTreeMap::new(),
+            ..FunctionConfig::with_defaults(name, "python3.12", "app.handler", "r")
         }
     }
 

@@ -106,6 +106,30 @@ const RESERVED_ENV_KEYS: &[&str] = &[
 ];
 
 impl FunctionConfig {
+    /// A `$LATEST` configuration with Lambda's defaults for every optional field and no code yet.
+    pub fn with_defaults(name: &str, runtime: &str, handler: &str, role: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            version: "$LATEST".to_string(),
+            runtime: runtime.to_string(),
+            handler: handler.to_string(),
+            role: role.to_string(),
+            description: String::new(),
+            timeout: defaults::TIMEOUT_SECONDS,
+            memory_size: defaults::MEMORY_MB,
+            ephemeral_storage: defaults::EPHEMERAL_STORAGE_MB,
+            architectures: vec!["x86_64".to_string()],
+            environment: BTreeMap::new(),
+            code_sha256_hex: String::new(),
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified: String::new(),
+            revision_id: String::new(),
+            tracing_mode: "PassThrough".to_string(),
+            tags: BTreeMap::new(),
+        }
+    }
+
     /// Checks every field against Lambda's rules.
     pub fn validate(&self) -> Result<(), ValidationError> {
         crate::names::validate_function_name(&self.name)?;
@@ -224,26 +248,12 @@ mod tests {
     use super::*;
 
     fn sample() -> FunctionConfig {
-        FunctionConfig {
-            name: "f".repeat(3),
-            version: "$LATEST".into(),
-            runtime: "python3.12".into(),
-            handler: "app.handler".into(),
-            role: "arn:aws:iam::000000000000:role/r".into(),
-            description: String::new(),
-            timeout: 3,
-            memory_size: 128,
-            ephemeral_storage: 512,
-            architectures: vec!["x86_64".into()],
-            environment: BTreeMap::new(),
-            code_sha256_hex: String::new(),
-            code_sha256: String::new(),
-            code_size: 0,
-            last_modified: String::new(),
-            revision_id: String::new(),
-            tracing_mode: "PassThrough".into(),
-            tags: BTreeMap::new(),
-        }
+        FunctionConfig::with_defaults(
+            "fff",
+            "python3.12",
+            "app.handler",
+            "arn:aws:iam::000000000000:role/r",
+        )
     }
 
     #[test]

@@ -140,12 +140,7 @@ impl Environment {
         let (reply_tx, reply_rx) = oneshot::channel();
         let (delivered_tx, delivered_rx) = oneshot::channel();
         let delivery = Delivery {
-            request_id: invocation.request_id.clone(),
-            payload: invocation.payload.clone(),
-            invoked_function_arn: invocation.invoked_function_arn.clone(),
-            trace_id: invocation.trace_id.clone(),
-            client_context: invocation.client_context.clone(),
-            cognito_identity: invocation.cognito_identity.clone(),
+            invocation: invocation.clone(),
             timeout,
             delivered: delivered_tx,
             reply: reply_tx,

@@ -246,24 +246,9 @@ mod tests {
 
     fn config(runtime: &str) -> FunctionConfig {
         FunctionConfig {
-            name: "fn1".into(),
-            version: "$LATEST".into(),
-            runtime: runtime.into(),
-            handler: "app.handler".into(),
-            role: "r".into(),
-            description: String::new(),
-            timeout: 3,
             memory_size: 256,
-            ephemeral_storage: 512,
-            architectures: vec!["x86_64".into()],
             environment: BTreeMap::from([("MY_VAR".into(), "v".into())]),
-            code_sha256_hex: String::new(),
-            code_sha256: String::new(),
-            code_size: 0,
-            last_modified: String::new(),
-            revision_id: String::new(),
-            tracing_mode: "PassThrough".into(),
-            tags: BTreeMap::new(),
+            ..FunctionConfig::with_defaults("fn1", runtime, "app.handler", "r")
         }
     }
 

@@ -18,23 +18,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use lambent_types::limits::SYNC_PAYLOAD_BYTES;
 
+use crate::Invocation;
+
 /// The largest response a runtime may post (AWS allows a little over 6 MiB).
 pub const MAX_RESPONSE_BYTES: usize = SYNC_PAYLOAD_BYTES + 100;
 
 /// An invocation on its way to the runtime.
 pub struct Delivery {
-    /// Request id.
-    pub request_id: String,
-    /// Event bytes.
-    pub payload: Bytes,
-    /// ARN as invoked.
-    pub invoked_function_arn: String,
-    /// Trace header.
-    pub trace_id: String,
-    /// Client context JSON.
-    pub client_context: Option<String>,
-    /// Cognito identity JSON.
-    pub cognito_identity: Option<String>,
+    /// The invocation itself.
+    pub invocation: Invocation,
     /// The function timeout; the deadline is counted from hand-out.
     pub timeout: Duration,
     /// Told when the runtime has taken the invocation.
@@ -207,31 +199,32 @@ async fn next(state: &RuntimeApiState) -> ApiResponse {
     };
     let now = Instant::now();
     let deadline_ms = lambent_types::time::epoch_millis(SystemTime::now() + delivery.timeout);
+    let invocation = delivery.invocation;
     if let Ok(mut slot) = state.in_flight.lock() {
         *slot = Some(InFlight {
-            request_id: delivery.request_id.clone(),
+            request_id: invocation.request_id.clone(),
             reply: delivery.reply,
         });
     }
     let _ = delivery.delivered.send(now);
-    let mut response = json_response(StatusCode::OK, delivery.payload);
+    let mut response = json_response(StatusCode::OK, invocation.payload);
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: &str| {
         if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    set("lambda-runtime-aws-request-id", &delivery.request_id);
+    set("lambda-runtime-aws-request-id", &invocation.request_id);
     set("lambda-runtime-deadline-ms", &deadline_ms.to_string());
     set(
         "lambda-runtime-invoked-function-arn",
-        &delivery.invoked_function_arn,
+        &invocation.invoked_function_arn,
     );
-    set("lambda-runtime-trace-id", &delivery.trace_id);
-    if let Some(context) = &delivery.client_context {
+    set("lambda-runtime-trace-id", &invocation.trace_id);
+    if let Some(context) = &invocation.client_context {
         set("lambda-runtime-client-context", context);
     }
-    if let Some(identity) = &delivery.cognito_identity {
+    if let Some(identity) = &invocation.cognito_identity {
         set("lambda-runtime-cognito-identity", identity);
     }
     response
