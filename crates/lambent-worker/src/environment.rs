@@ -135,8 +135,13 @@ impl Environment {
         *self.status.borrow() != EnvStatus::Initializing
     }
 
-    /// Carries one invocation through the environment.
-    pub async fn run(&self, invocation: &Invocation, timeout: Duration) -> Outcome {
+    /// Carries one invocation through the environment. Also returns when the runtime took
+    /// it (the start of the invoke phase), if it did.
+    pub async fn run(
+        &self,
+        invocation: &Invocation,
+        timeout: Duration,
+    ) -> (Outcome, Option<Instant>) {
         let (reply_tx, reply_rx) = oneshot::channel();
         let (delivered_tx, delivered_rx) = oneshot::channel();
         let delivery = Delivery {
@@ -147,7 +152,7 @@ impl Environment {
         };
         let mut status = self.status.clone();
         if self.deliveries.send(delivery).await.is_err() {
-            return Outcome::Failed(terminal_failure(&status.borrow()));
+            return (Outcome::Failed(terminal_failure(&status.borrow())), None);
         }
         let pickup_budget = if self.is_initialized() {
             timeout
@@ -157,17 +162,18 @@ impl Environment {
         let handed_out = tokio::select! {
             biased;
             at = delivered_rx => at.ok(),
-            failure = wait_terminal(&mut status) => return Outcome::Failed(failure),
+            failure = wait_terminal(&mut status) => return (Outcome::Failed(failure), None),
             () = tokio::time::sleep(pickup_budget) => None,
         };
         let Some(handed_out) = handed_out else {
-            return Outcome::Failed(if self.is_initialized() {
+            let failure = if self.is_initialized() {
                 Failure::Timeout(timeout)
             } else {
                 Failure::InitTimeout
-            });
+            };
+            return (Outcome::Failed(failure), None);
         };
-        tokio::select! {
+        let outcome = tokio::select! {
             biased;
             reply = reply_rx => match reply {
                 Ok(reply) => Outcome::Answered(reply),
@@ -175,7 +181,8 @@ impl Environment {
             },
             failure = wait_terminal(&mut status) => Outcome::Failed(failure),
             () = tokio::time::sleep_until((handed_out + timeout).into()) => Outcome::Failed(Failure::Timeout(timeout)),
-        }
+        };
+        (outcome, Some(handed_out))
     }
 
     /// Kills the whole process group and stops the Runtime API listener.

@@ -251,9 +251,12 @@ impl Worker {
         env.logs
             .append(format!("START RequestId: {id} Version: {}\n", config.version).as_bytes());
         let timeout = Duration::from_secs(u64::from(config.timeout));
-        let outcome = env.run(invocation, timeout).await;
-        let duration = begun.elapsed();
-        let init_duration = cold_start.then(|| env.started.elapsed().saturating_sub(duration));
+        let (outcome, handed_out) = env.run(invocation, timeout).await;
+        // Duration is the invoke phase only; on a cold start the time before the runtime
+        // took the invocation is its init.
+        let invoke_began = handed_out.unwrap_or(begun);
+        let duration = invoke_began.elapsed();
+        let init_duration = cold_start.then(|| invoke_began.saturating_duration_since(env.started));
         let (body, function_error, reusable, status_line) = match outcome {
             Outcome::Answered(Reply::Response(body)) => (body, false, true, None),
             Outcome::Answered(Reply::Error(body, error_type)) => (
