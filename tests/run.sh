@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, the Rust unit and
+# integration tests, then the end-to-end suite (pytest, tests/e2e) against a
+# real `lambent serve` with real clients (boto3, the AWS CLI, awslambdaric,
+# the Rust lambda_runtime crate).
+#
+#   bash tests/run.sh            # from anywhere; works on a fresh clone
+#
+# Environment:
+#   CARGO_TARGET_DIR          honoured (binaries are looked up through cargo metadata)
+#   LAMBENT_TEST_VENV         virtualenv for the e2e clients (default: <repo>/.venv)
+#   LAMBENT_TEST_VENV_PYTHON  interpreter that creates it (default: python3.11, else python3 >= 3.10)
+#   PYTEST_ARGS               extra arguments for pytest (e.g. "-k invoke -x")
+#   LAMBENT_TEST_AWS_CLI      an `aws` (e.g. v2) to use instead of the pinned awscli v1
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --workspace"
+cargo build --workspace
+
+# Where cargo put the binaries (CARGO_TARGET_DIR, .cargo/config, or ./target);
+# exported before `cargo test` too, for Rust tests that start the server.
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+if [[ -z "$target_dir" ]]; then
+    target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+fi
+export LAMBENT_BIN="$target_dir/debug/lambent"
+export LAMBENT_TEST_RUST_BOOTSTRAP="$target_dir/debug/bootstrap"
+for bin in "$LAMBENT_BIN" "$LAMBENT_TEST_RUST_BOOTSTRAP"; do
+    if [[ ! -x "$bin" ]]; then
+        echo "error: $bin was not built" >&2
+        exit 1
+    fi
+done
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "python environment for the end-to-end suite"
+venv="${LAMBENT_TEST_VENV:-$repo/.venv}"
+requirements="$repo/tests/e2e/requirements.txt"
+
+pick_python() {
+    local candidate
+    for candidate in "${LAMBENT_TEST_VENV_PYTHON:-}" python3.11 python3; do
+        [[ -n "$candidate" ]] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys, venv; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    echo "error: no python >= 3.10 with the venv module found (set LAMBENT_TEST_VENV_PYTHON)" >&2
+    return 1
+}
+
+# The stamp records what was installed; a missing or different stamp, or a
+# venv whose interpreter no longer starts, means (re)installing.
+stamp="$venv/.lambent-requirements"
+wanted="$(cat "$requirements")"
+if [[ -x "$venv/bin/python" ]] && ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+    echo "virtualenv at $venv is broken; recreating it"
+    if [[ -f "$venv/pyvenv.cfg" ]]; then rm -rf "$venv"; fi
+fi
+if [[ ! -x "$venv/bin/python" ]]; then
+    python="$(pick_python)"
+    echo "creating virtualenv $venv with $python ($("$python" --version 2>&1))"
+    "$python" -m venv "$venv"
+fi
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]] ||
+    ! "$venv/bin/python" -c 'import boto3, awscli, awslambdaric, pytest' 2>/dev/null; then
+    echo "installing $(grep -v '^#' "$requirements" | tr '\n' ' ')"
+    pip_log="$(mktemp)"
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
+        -r "$requirements" >"$pip_log" 2>&1; then
+        cat "$pip_log" >&2
+        rm -f "$pip_log"
+        echo "error: pip install failed" >&2
+        exit 1
+    fi
+    # progress lines only
+    grep -E '^(Collecting|Successfully installed|Requirement already satisfied: (boto3|awscli|awslambdaric|pytest)[=<> ])' \
+        "$pip_log" || true
+    rm -f "$pip_log"
+    printf '%s' "$wanted" >"$stamp"
+else
+    echo "virtualenv $venv is up to date ($("$venv/bin/python" --version 2>&1))"
+fi
+
+step "end-to-end suite (pytest tests/e2e)"
+# shellcheck disable=SC2086 # PYTEST_ARGS is meant to be split
+"$venv/bin/python" -m pytest "$repo/tests/e2e" -q --durations=10 ${PYTEST_ARGS:-}
