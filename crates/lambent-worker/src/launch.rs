@@ -182,47 +182,29 @@ pub fn plan(
             (bootstrap, Vec::new())
         }
         RuntimeFamily::Python => {
-            let (python, version) =
-                hosts
-                    .python
-                    .as_ref()
-                    .ok_or_else(|| LaunchError::InterpreterMissing {
-                        runtime: config.runtime.clone(),
-                        program: "python3".into(),
-                    })?;
-            hosts.warn_on_mismatch(&config.runtime, version);
-            env.push((
-                "AWS_EXECUTION_ENV".into(),
-                format!("AWS_Lambda_{}", config.runtime),
-            ));
             env.push(("PYTHONPATH".into(), format!("{task}:/opt/python")));
-            (
-                python.clone(),
-                vec![hosts.runtime_dir.join("python/bootstrap.py").into()],
-            )
+            managed(
+                hosts,
+                config,
+                &hosts.python,
+                "python3",
+                "python/bootstrap.py",
+                &mut env,
+            )?
         }
         RuntimeFamily::Node => {
-            let (node, version) =
-                hosts
-                    .node
-                    .as_ref()
-                    .ok_or_else(|| LaunchError::InterpreterMissing {
-                        runtime: config.runtime.clone(),
-                        program: "node".into(),
-                    })?;
-            hosts.warn_on_mismatch(&config.runtime, version);
-            env.push((
-                "AWS_EXECUTION_ENV".into(),
-                format!("AWS_Lambda_{}", config.runtime),
-            ));
             env.push((
                 "NODE_PATH".into(),
                 format!("/opt/nodejs/node_modules:{runtime_dir}/node_modules"),
             ));
-            (
-                node.clone(),
-                vec![hosts.runtime_dir.join("node/bootstrap.mjs").into()],
-            )
+            managed(
+                hosts,
+                config,
+                &hosts.node,
+                "node",
+                "node/bootstrap.mjs",
+                &mut env,
+            )?
         }
     };
     env.extend(
@@ -237,6 +219,29 @@ pub fn plan(
         cwd: task_root.to_path_buf(),
         env,
     })
+}
+
+/// Program and arguments of a managed runtime: the host interpreter running Lambent's bootstrap.
+fn managed(
+    hosts: &RuntimeHosts,
+    config: &FunctionConfig,
+    interpreter: &Option<(PathBuf, String)>,
+    program: &str,
+    bootstrap: &str,
+    env: &mut Vec<(String, String)>,
+) -> Result<(PathBuf, Vec<OsString>), LaunchError> {
+    let (path, version) = interpreter
+        .as_ref()
+        .ok_or_else(|| LaunchError::InterpreterMissing {
+            runtime: config.runtime.clone(),
+            program: program.into(),
+        })?;
+    hosts.warn_on_mismatch(&config.runtime, version);
+    env.push((
+        "AWS_EXECUTION_ENV".into(),
+        format!("AWS_Lambda_{}", config.runtime),
+    ));
+    Ok((path.clone(), vec![hosts.runtime_dir.join(bootstrap).into()]))
 }
 
 #[cfg(test)]

@@ -218,10 +218,7 @@ impl Worker {
         invocation: &Invocation,
         message: &str,
     ) -> InvocationResult {
-        let body = serde_json::json!({
-            "errorType": "Runtime.InvalidEntrypoint",
-            "errorMessage": format!("RequestId: {} Error: {message}", invocation.request_id),
-        });
+        let body = platform_error(&invocation.request_id, "Runtime.InvalidEntrypoint", message);
         let log = format!(
             "START RequestId: {id} Version: {version}\nRuntime.InvalidEntrypoint: {message}\nEND RequestId: {id}\n\
              REPORT RequestId: {id}\tDuration: 0.00 ms\tBilled Duration: 0 ms\tMemory Size: {memory} MB\tMax Memory Used: 0 MB\t\n",
@@ -231,7 +228,7 @@ impl Worker {
         );
         tracing::warn!(function = %config.name, "{message}");
         InvocationResult {
-            body: Bytes::from(body.to_string()),
+            body,
             function_error: true,
             log_tail: invocation.want_log_tail.then_some(log),
             cold_start: true,
@@ -276,15 +273,12 @@ impl Worker {
             }
             Outcome::Failed(Failure::Timeout(limit)) => {
                 let message = format!("Task timed out after {:.2} seconds", limit.as_secs_f64());
-                let body = serde_json::json!({
-                    "errorType": "Sandbox.Timedout",
-                    "errorMessage": format!("RequestId: {id} Error: {message}"),
-                });
+                let line = format!("{} {id} {message}", iso_now());
                 (
-                    Bytes::from(body.to_string()),
+                    platform_error(id, "Sandbox.Timedout", &message),
                     true,
                     false,
-                    Some(format!("{} {id} {message}", iso_now())),
+                    Some(line),
                 )
             }
             Outcome::Failed(Failure::InitTimeout) => {
@@ -292,11 +286,8 @@ impl Worker {
                     "Init timed out after {:.2} seconds",
                     crate::environment::INIT_TIMEOUT.as_secs_f64()
                 );
-                let body = serde_json::json!({
-                    "errorType": "Sandbox.Timedout",
-                    "errorMessage": format!("RequestId: {id} Error: {message}"),
-                });
-                (Bytes::from(body.to_string()), true, false, Some(message))
+                let body = platform_error(id, "Sandbox.Timedout", &message);
+                (body, true, false, Some(message))
             }
             Outcome::Failed(Failure::InitError(body)) => (
                 body,
@@ -310,15 +301,12 @@ impl Worker {
                 } else {
                     format!("Runtime exited with error: {how}")
                 };
-                let body = serde_json::json!({
-                    "errorType": "Runtime.ExitError",
-                    "errorMessage": format!("RequestId: {id} Error: {message}"),
-                });
+                let line = format!("RequestId: {id} Error: {message}");
                 (
-                    Bytes::from(body.to_string()),
+                    platform_error(id, "Runtime.ExitError", &message),
                     true,
                     false,
-                    Some(format!("RequestId: {id} Error: {message}")),
+                    Some(line),
                 )
             }
         };
@@ -421,6 +409,15 @@ fn report(
     }
     line.push('\n');
     line
+}
+
+/// The error document the platform returns when it fails an invocation on the function's behalf.
+fn platform_error(request_id: &str, error_type: &str, message: &str) -> Bytes {
+    let body = serde_json::json!({
+        "errorType": error_type,
+        "errorMessage": format!("RequestId: {request_id} Error: {message}"),
+    });
+    Bytes::from(body.to_string())
 }
 
 fn log_stream_date() -> String {
