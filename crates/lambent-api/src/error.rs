@@ -124,11 +124,10 @@ impl From<CodeError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(name) => Self::not_found(format!("Function not found: {name}")),
-            StoreError::AlreadyExists(name) => {
-                Self::conflict(format!("Function already exist: {name}"))
-            }
+            StoreError::NotFound(message) => Self::not_found(message),
+            StoreError::AlreadyExists(message) | StoreError::Conflict(message) => Self::conflict(message),
             StoreError::RevisionMismatch(_) => Self::stale_revision(),
+            StoreError::Invalid(message) => Self::invalid(message),
             other => {
                 tracing::error!("store failed: {other}");
                 Self::internal("Lambent's store failed; see the server log")

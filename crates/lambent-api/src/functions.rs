@@ -4,19 +4,36 @@
 use std::time::SystemTime;
 
 use base64::Engine;
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 use serde_json::json;
 
 use lambent_store::{StoreError, StoredCode};
-use lambent_types::{FunctionConfig, FunctionRef, Qualifier, ValidationError, limits};
+use lambent_types::{FunctionConfig, FunctionRef, Qualifier, limits};
 
 use crate::shapes::{
     self, CodeInput, CreateFunctionInput, UpdateCodeInput, UpdateConfigInput,
     function_configuration,
 };
-use crate::{ApiError, ApiReply, ApiRequest, ApiState};
+use crate::{ApiError, ApiReply, ApiRequest, ApiState, Routed, invoke};
 
 const LATEST: &str = "$LATEST";
+
+/// Routes the function operations (and Invoke) of the 2015-03-31 API.
+pub(crate) async fn route(req: &ApiRequest, state: &ApiState, segments: &[&str]) -> Routed {
+    Some(match (&req.method, segments) {
+        (&Method::POST, ["2015-03-31", "functions"]) => create(req, state).await,
+        (&Method::GET, ["2015-03-31", "functions"]) => list(req, state),
+        (&Method::GET, ["2015-03-31", "functions", f]) => get(req, state, f),
+        (&Method::DELETE, ["2015-03-31", "functions", f]) => delete(req, state, f),
+        (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => get_configuration(req, state, f),
+        (&Method::PUT, ["2015-03-31", "functions", f, "configuration"]) => update_configuration(req, state, f),
+        (&Method::PUT, ["2015-03-31", "functions", f, "code"]) => update_code(req, state, f).await,
+        (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => invoke::invoke(req, state, f).await,
+        (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => invoke::invoke_async(req, state, f).await,
+        (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(state),
+        _ => return None,
+    })
+}
 
 /// Parses the `{FunctionName}` label with the request's `?Qualifier=`.
 pub(crate) fn function_ref(req: &ApiRequest, label: &str) -> Result<FunctionRef, ApiError> {
@@ -24,7 +41,7 @@ pub(crate) fn function_ref(req: &ApiRequest, label: &str) -> Result<FunctionRef,
 }
 
 /// Reads the configuration a reference names, with AWS's not-found message.
-fn resolve(state: &ApiState, function: &FunctionRef) -> Result<FunctionConfig, ApiError> {
+pub(crate) fn resolve(state: &ApiState, function: &FunctionRef) -> Result<FunctionConfig, ApiError> {
     let version = function.qualifier_or_latest().to_string();
     state
         .store
@@ -269,14 +286,14 @@ pub(crate) async fn update_code(
     }
     refuse_publish(input.publish)?;
     let code = store_code(state, &input.code).await?;
-    let mut change = |config: &mut FunctionConfig| -> Result<(), ValidationError> {
+    let mut change = |config: &mut FunctionConfig| -> Result<(), StoreError> {
         apply_code(config, &code);
         if let Some(architectures) = &input.architectures {
             config.architectures = architectures.clone();
         }
         config.last_modified = now();
         config.revision_id = new_revision();
-        config.validate()
+        Ok(config.validate()?)
     };
     let updated = if input.dry_run {
         let mut preview = current;
@@ -285,7 +302,7 @@ pub(crate) async fn update_code(
     } else {
         state
             .store
-            .update_function(&function.name, input.revision_id.as_deref(), &mut change)??
+            .update_function(&function.name, input.revision_id.as_deref(), &mut change)?
     };
     if !input.dry_run {
         tracing::info!(function = %updated.name, code_size = updated.code_size, "function code updated");
@@ -306,6 +323,7 @@ pub(crate) fn update_configuration(
     let function = unqualified_latest(req, label)?;
     refuse_layers(input.layers.as_deref().unwrap_or_default())?;
     let tracing = tracing_mode(input.tracing_config.as_ref())?;
+    resolve(state, &function)?;
     let updated = state.store.update_function(
         &function.name,
         input.revision_id.as_deref(),
@@ -339,17 +357,9 @@ pub(crate) fn update_configuration(
             }
             config.last_modified = now();
             config.revision_id = new_revision();
-            config.validate()
+            Ok(config.validate()?)
         },
-    );
-    let updated = match updated {
-        Err(StoreError::NotFound(_)) => {
-            return Err(resolve(state, &function)
-                .err()
-                .unwrap_or_else(|| ApiError::not_found("Function not found")));
-        }
-        other => other??,
-    };
+    )?;
     tracing::info!(function = %updated.name, "function configuration updated");
     Ok(ApiReply::json(
         StatusCode::OK,

@@ -8,7 +8,10 @@
 mod error;
 mod functions;
 mod invoke;
+mod layers;
+mod settings;
 mod shapes;
+mod versions;
 pub mod sigv4;
 
 use std::convert::Infallible;
@@ -302,39 +305,33 @@ fn operation_hint(segments: &[String]) -> &'static str {
     }
 }
 
+/// What an operation module's `route` returns: `None` when the request is not one of its
+/// operations, else the operation's answer.
+pub(crate) type Routed = Option<Result<ApiReply, ApiError>>;
+
 async fn route(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError> {
     let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
-    match (&req.method, segments.as_slice()) {
-        (&Method::POST, ["2015-03-31", "functions"]) => functions::create(req, state).await,
-        (&Method::GET, ["2015-03-31", "functions"]) => functions::list(req, state),
-        (&Method::GET, ["2015-03-31", "functions", f]) => functions::get(req, state, f),
-        (&Method::DELETE, ["2015-03-31", "functions", f]) => functions::delete(req, state, f),
-        (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => {
-            functions::get_configuration(req, state, f)
-        }
-        (&Method::PUT, ["2015-03-31", "functions", f, "configuration"]) => {
-            functions::update_configuration(req, state, f)
-        }
-        (&Method::PUT, ["2015-03-31", "functions", f, "code"]) => {
-            functions::update_code(req, state, f).await
-        }
-        (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => {
-            invoke::invoke(req, state, f).await
-        }
-        (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => {
-            invoke::invoke_async(req, state, f).await
-        }
-        (&Method::GET, ["2016-08-19", "account-settings"]) => functions::account_settings(state),
-        _ => Err(ApiError::new(
+    let routed = match functions::route(req, state, &segments).await {
+        Some(answer) => Some(answer),
+        None => match versions::route(req, state, &segments).await {
+            Some(answer) => Some(answer),
+            None => match layers::route(req, state, &segments).await {
+                Some(answer) => Some(answer),
+                None => settings::route(req, state, &segments).await,
+            },
+        },
+    };
+    routed.unwrap_or_else(|| {
+        Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
             format!(
-                "Lambent does not implement {} {}",
+                "Lambent does not implement {} /{}",
                 req.method,
                 req.segments.join("/")
             ),
-        )),
-    }
+        ))
+    })
 }
 
 /// Splits a raw path into percent-decoded segments, dropping empty ones.

@@ -9,18 +9,24 @@ pub use sqlite::SqliteStore;
 
 use lambent_types::FunctionConfig;
 
-/// Failures of the store.
+/// Failures of the store, and refusals of a change (each maps to one AWS error).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The function (or version) does not exist.
-    #[error("function not found: {0}")]
+    /// The function, version or document does not exist; carries the message for the caller.
+    #[error("{0}")]
     NotFound(String),
-    /// A function with this name already exists.
-    #[error("function already exists: {0}")]
+    /// Something with this name already exists.
+    #[error("{0}")]
     AlreadyExists(String),
     /// A `RevisionId` precondition did not hold.
     #[error("revision mismatch for {0}")]
     RevisionMismatch(String),
+    /// The change conflicts with the current state (e.g. a version an alias still uses).
+    #[error("{0}")]
+    Conflict(String),
+    /// The change breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
@@ -30,6 +36,43 @@ pub enum StoreError {
     /// The store's lock was poisoned by a panic elsewhere.
     #[error("store lock poisoned")]
     Poisoned,
+}
+
+impl From<lambent_types::ValidationError> for StoreError {
+    fn from(e: lambent_types::ValidationError) -> Self {
+        Self::Invalid(e.0)
+    }
+}
+
+/// The kinds of JSON documents kept with [`Store::modify_document`]; `scope` is the function
+/// (or layer) name the document belongs to.
+pub mod kinds {
+    /// An alias of a function (key: alias name).
+    pub const ALIAS: &str = "alias";
+    /// A function's resource policy (key: qualifier, `""` for the unqualified function).
+    pub const POLICY: &str = "policy";
+    /// Reserved concurrency of a function (key: `""`).
+    pub const CONCURRENCY: &str = "concurrency";
+    /// Provisioned concurrency of a version or alias (key: qualifier).
+    pub const PROVISIONED_CONCURRENCY: &str = "provisioned-concurrency";
+    /// Asynchronous invocation settings (key: qualifier, `$LATEST` included).
+    pub const EVENT_INVOKE_CONFIG: &str = "event-invoke-config";
+    /// Function URL configuration (key: qualifier, `""` for none).
+    pub const URL_CONFIG: &str = "url-config";
+    /// A layer and all its versions (scope: `""`, key: layer name).
+    pub const LAYER: &str = "layer";
+    /// An event-source mapping (scope: `""`, key: UUID).
+    pub const EVENT_SOURCE_MAPPING: &str = "event-source-mapping";
+
+    /// Kinds whose documents belong to a function (scope = function name) and are deleted with it.
+    pub const FUNCTION_SCOPED: &[&str] = &[
+        ALIAS,
+        POLICY,
+        CONCURRENCY,
+        PROVISIONED_CONCURRENCY,
+        EVENT_INVOKE_CONFIG,
+        URL_CONFIG,
+    ];
 }
 
 /// One page of a listing.
@@ -67,9 +110,49 @@ pub trait Store: Send + Sync {
         &self,
         name: &str,
         expected_revision: Option<&str>,
-        change: &mut dyn FnMut(&mut FunctionConfig) -> Result<(), lambent_types::ValidationError>,
-    ) -> Result<Result<FunctionConfig, lambent_types::ValidationError>, StoreError>;
-    /// Deletes a function and all its versions.
+        change: &mut dyn FnMut(&mut FunctionConfig) -> Result<(), StoreError>,
+    ) -> Result<FunctionConfig, StoreError>;
+    /// Publishes `$LATEST` as the next version number, unless the newest version already has
+    /// the same code and configuration, in which case that version is returned.
+    fn publish_version(
+        &self,
+        name: &str,
+        expected_revision: Option<&str>,
+        expected_code_sha256: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<FunctionConfig, StoreError>;
+    /// Lists `$LATEST` and the published versions of a function, oldest first, after `marker`.
+    fn list_versions(
+        &self,
+        name: &str,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> Result<Page<FunctionConfig>, StoreError>;
+    /// Deletes one published version; refused while an alias routes to it.
+    fn delete_version(&self, name: &str, version: u64) -> Result<(), StoreError>;
+    /// Reads, changes and writes one JSON document in a transaction: `change` gets the
+    /// current document (if any) and returns the new one (`None` deletes it).
+    fn modify_document(
+        &self,
+        kind: &str,
+        scope: &str,
+        key: &str,
+        change: &mut dyn FnMut(Option<serde_json::Value>) -> Result<Option<serde_json::Value>, StoreError>,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Reads one document.
+    fn get_document(
+        &self,
+        kind: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Lists documents of a kind, in one scope or all, ordered by scope then key.
+    fn list_documents(
+        &self,
+        kind: &str,
+        scope: Option<&str>,
+    ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError>;
+    /// Deletes a function, all its versions and every document scoped to it.
     fn delete_function(&self, name: &str) -> Result<(), StoreError>;
     /// Number of functions and the total size of their code.
     fn usage(&self) -> Result<(u64, u64), StoreError>;

@@ -3,30 +3,40 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use lambent_types::{FunctionConfig, ValidationError};
+use lambent_types::FunctionConfig;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
 
-use crate::{AccessKey, Page, Store, StoreError};
+use crate::{AccessKey, Page, Store, StoreError, kinds};
 
 const LATEST: &str = "$LATEST";
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS functions (
-    name TEXT PRIMARY KEY,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS function_versions (
-    function_name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
-    version TEXT NOT NULL,
-    config TEXT NOT NULL,
-    PRIMARY KEY (function_name, version)
-);
-CREATE TABLE IF NOT EXISTS access_keys (
-    access_key_id TEXT PRIMARY KEY,
-    secret_access_key TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-";
+/// Schema migrations; `PRAGMA user_version` records how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE functions (
+        name TEXT PRIMARY KEY,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE function_versions (
+        function_name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        version TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (function_name, version)
+    );
+    CREATE TABLE access_keys (
+        access_key_id TEXT PRIMARY KEY,
+        secret_access_key TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );",
+    "ALTER TABLE functions ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE documents (
+        kind TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (kind, scope, key)
+    );",
+];
 
 /// A [`Store`] in one SQLite file (or in memory, for tests).
 pub struct SqliteStore {
@@ -50,7 +60,7 @@ impl SqliteStore {
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -61,8 +71,69 @@ impl SqliteStore {
     }
 }
 
+/// Applies the migrations this database has not seen yet, each in its own transaction.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(0);
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        conn.execute_batch(&format!(
+            "BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;",
+            index + 1
+        ))?;
+    }
+    Ok(())
+}
+
+fn not_found(name: &str) -> StoreError {
+    StoreError::NotFound(format!("Function not found: {name}"))
+}
+
 fn now_ms() -> i64 {
     lambent_types::time::epoch_millis(std::time::SystemTime::now()) as i64
+}
+
+fn write_config(conn: &Connection, config: &FunctionConfig) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE function_versions SET config = ?3 WHERE function_name = ?1 AND version = ?2",
+        params![config.name, config.version, serde_json::to_string(config)?],
+    )?;
+    Ok(())
+}
+
+/// True when two configurations would run the same way (publishing again would add nothing).
+fn same_deployment(published: &FunctionConfig, latest: &FunctionConfig) -> bool {
+    let comparable = |c: &FunctionConfig| FunctionConfig {
+        version: String::new(),
+        description: String::new(),
+        last_modified: String::new(),
+        revision_id: String::new(),
+        ..c.clone()
+    };
+    comparable(published) == comparable(latest)
+}
+
+fn read_document(conn: &Connection, kind: &str, scope: &str, key: &str) -> Result<Option<Value>, StoreError> {
+    let doc: Option<String> = conn
+        .prepare_cached("SELECT doc FROM documents WHERE kind = ?1 AND scope = ?2 AND key = ?3")?
+        .query_row(params![kind, scope, key], |row| row.get(0))
+        .optional()?;
+    Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+fn documents(conn: &Connection, kind: &str, scope: Option<&str>) -> Result<Vec<(String, String, Value)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT scope, key, doc FROM documents WHERE kind = ?1 AND (?2 IS NULL OR scope = ?2) \
+         ORDER BY scope, key",
+    )?;
+    let rows = stmt.query_map(params![kind, scope], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (scope, key, doc) = row?;
+        out.push((scope, key, serde_json::from_str(&doc)?));
+    }
+    Ok(out)
 }
 
 fn read_config(conn: &Connection, name: &str, version: &str) -> Result<FunctionConfig, StoreError> {
@@ -72,7 +143,7 @@ fn read_config(conn: &Connection, name: &str, version: &str) -> Result<FunctionC
         )?
         .query_row(params![name, version], |row| row.get(0))
         .optional()?;
-    let json = json.ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+    let json = json.ok_or_else(|| not_found(name))?;
     Ok(serde_json::from_str(&json)?)
 }
 
@@ -85,7 +156,10 @@ impl Store for SqliteStore {
             params![config.name, now_ms()],
         )?;
         if inserted == 0 {
-            return Err(StoreError::AlreadyExists(config.name.clone()));
+            return Err(StoreError::AlreadyExists(format!(
+                "Function already exist: {}",
+                config.name
+            )));
         }
         tx.execute(
             "INSERT INTO function_versions (function_name, version, config) VALUES (?1, ?2, ?3)",
@@ -130,8 +204,8 @@ impl Store for SqliteStore {
         &self,
         name: &str,
         expected_revision: Option<&str>,
-        change: &mut dyn FnMut(&mut FunctionConfig) -> Result<(), ValidationError>,
-    ) -> Result<Result<FunctionConfig, ValidationError>, StoreError> {
+        change: &mut dyn FnMut(&mut FunctionConfig) -> Result<(), StoreError>,
+    ) -> Result<FunctionConfig, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let mut config = read_config(&tx, name, LATEST)?;
@@ -140,24 +214,188 @@ impl Store for SqliteStore {
         {
             return Err(StoreError::RevisionMismatch(name.to_string()));
         }
-        if let Err(invalid) = change(&mut config) {
-            return Ok(Err(invalid));
+        change(&mut config)?;
+        write_config(&tx, &config)?;
+        tx.commit()?;
+        Ok(config)
+    }
+
+    fn publish_version(
+        &self,
+        name: &str,
+        expected_revision: Option<&str>,
+        expected_code_sha256: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<FunctionConfig, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let latest = read_config(&tx, name, LATEST)?;
+        if let Some(expected) = expected_revision
+            && expected != latest.revision_id
+        {
+            return Err(StoreError::RevisionMismatch(name.to_string()));
         }
+        if let Some(expected) = expected_code_sha256
+            && expected != latest.code_sha256
+        {
+            return Err(StoreError::Invalid(format!(
+                "CodeSHA256 ({expected}) is different from current CodeSHA256 in $LATEST ({}). Please try again \
+                 with the CodeSHA256 in $LATEST.",
+                latest.code_sha256
+            )));
+        }
+        let last: u64 = tx.query_row(
+            "SELECT last_version FROM functions WHERE name = ?1",
+            params![name],
+            |row| row.get::<_, i64>(0),
+        )? as u64;
+        let newest: Option<String> = tx
+            .query_row(
+                "SELECT config FROM function_versions WHERE function_name = ?1 AND version != '$LATEST' \
+                 ORDER BY CAST(version AS INTEGER) DESC LIMIT 1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(newest) = newest {
+            let newest: FunctionConfig = serde_json::from_str(&newest)?;
+            if same_deployment(&newest, &latest) {
+                return Ok(newest);
+            }
+        }
+        let number = last + 1;
+        let version = FunctionConfig {
+            version: number.to_string(),
+            description: description.map_or(latest.description.clone(), str::to_string),
+            ..latest
+        };
         tx.execute(
-            "UPDATE function_versions SET config = ?3 WHERE function_name = ?1 AND version = ?2",
-            params![name, LATEST, serde_json::to_string(&config)?],
+            "INSERT INTO function_versions (function_name, version, config) VALUES (?1, ?2, ?3)",
+            params![name, version.version, serde_json::to_string(&version)?],
+        )?;
+        tx.execute(
+            "UPDATE functions SET last_version = ?2 WHERE name = ?1",
+            params![name, number as i64],
         )?;
         tx.commit()?;
-        Ok(Ok(config))
+        Ok(version)
+    }
+
+    fn list_versions(
+        &self,
+        name: &str,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> Result<Page<FunctionConfig>, StoreError> {
+        let conn = self.conn()?;
+        read_config(&conn, name, LATEST)?;
+        let after: i64 = match marker {
+            None | Some("") => -2,
+            Some(LATEST) => -1,
+            Some(m) => m
+                .parse()
+                .map_err(|_| StoreError::Invalid(format!("Invalid marker: {m}")))?,
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT config FROM function_versions WHERE function_name = ?1 \
+             AND (CASE version WHEN '$LATEST' THEN -1 ELSE CAST(version AS INTEGER) END) > ?2 \
+             ORDER BY CASE version WHEN '$LATEST' THEN -1 ELSE CAST(version AS INTEGER) END LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![name, after, (max_items + 1) as i64], |row| {
+            row.get::<_, String>(0)
+        })?;
+        let mut items = Vec::new();
+        for row in rows {
+            items.push(serde_json::from_str::<FunctionConfig>(&row?)?);
+        }
+        let next_marker = if items.len() > max_items {
+            items.truncate(max_items);
+            items.last().map(|c| c.version.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_marker })
+    }
+
+    fn delete_version(&self, name: &str, version: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let label = version.to_string();
+        read_config(&tx, name, &label).map_err(|_| {
+            StoreError::NotFound(format!("Function not found: {name}:{label}"))
+        })?;
+        let aliases = documents(&tx, kinds::ALIAS, Some(name))?;
+        for (_, alias, doc) in aliases {
+            let routes_here = doc["FunctionVersion"].as_str() == Some(label.as_str())
+                || doc["RoutingConfig"]["AdditionalVersionWeights"]
+                    .get(&label)
+                    .is_some();
+            if routes_here {
+                return Err(StoreError::Conflict(format!(
+                    "Unable to delete version because the following aliases reference it: [{alias}]"
+                )));
+            }
+        }
+        tx.execute(
+            "DELETE FROM function_versions WHERE function_name = ?1 AND version = ?2",
+            params![name, label],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn modify_document(
+        &self,
+        kind: &str,
+        scope: &str,
+        key: &str,
+        change: &mut dyn FnMut(Option<Value>) -> Result<Option<Value>, StoreError>,
+    ) -> Result<Option<Value>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let current = read_document(&tx, kind, scope, key)?;
+        let next = change(current)?;
+        match &next {
+            Some(doc) => tx.execute(
+                "INSERT INTO documents (kind, scope, key, doc) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (kind, scope, key) DO UPDATE SET doc = excluded.doc",
+                params![kind, scope, key, doc.to_string()],
+            )?,
+            None => tx.execute(
+                "DELETE FROM documents WHERE kind = ?1 AND scope = ?2 AND key = ?3",
+                params![kind, scope, key],
+            )?,
+        };
+        tx.commit()?;
+        Ok(next)
+    }
+
+    fn get_document(&self, kind: &str, scope: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        read_document(&*self.conn()?, kind, scope, key)
+    }
+
+    fn list_documents(
+        &self,
+        kind: &str,
+        scope: Option<&str>,
+    ) -> Result<Vec<(String, String, Value)>, StoreError> {
+        documents(&*self.conn()?, kind, scope)
     }
 
     fn delete_function(&self, name: &str) -> Result<(), StoreError> {
-        let deleted = self
-            .conn()?
-            .execute("DELETE FROM functions WHERE name = ?1", params![name])?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", params![name])?;
         if deleted == 0 {
-            return Err(StoreError::NotFound(name.to_string()));
+            return Err(not_found(name));
         }
+        for kind in kinds::FUNCTION_SCOPED {
+            tx.execute(
+                "DELETE FROM documents WHERE kind = ?1 AND scope = ?2",
+                params![kind, name],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -245,17 +483,14 @@ mod tests {
                 c.revision_id = "r2".into();
                 Ok(())
             })
-            .unwrap()
             .unwrap();
         assert_eq!(updated.timeout, 9);
         assert_eq!(store.get_function("a", LATEST).unwrap().revision_id, "r2");
-        let refused = store
-            .update_function("a", None, &mut |c| {
-                c.timeout = 1;
-                Err(ValidationError::new("no"))
-            })
-            .unwrap();
-        assert!(refused.is_err());
+        let refused = store.update_function("a", None, &mut |c| {
+            c.timeout = 1;
+            Err(StoreError::Invalid("no".into()))
+        });
+        assert!(matches!(refused, Err(StoreError::Invalid(_))));
         assert_eq!(store.get_function("a", LATEST).unwrap().timeout, 9);
         assert_eq!(store.usage().unwrap(), (1, 10));
 
@@ -268,6 +503,85 @@ mod tests {
             store.delete_function("a"),
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn publishes_lists_and_deletes_versions() {
+        let store = SqliteStore::in_memory().unwrap();
+        store.create_function(&config("f")).unwrap();
+        assert!(matches!(
+            store.publish_version("f", Some("other"), None, None),
+            Err(StoreError::RevisionMismatch(_))
+        ));
+        assert!(matches!(
+            store.publish_version("f", None, Some("not-the-sha"), None),
+            Err(StoreError::Invalid(_))
+        ));
+        let v1 = store.publish_version("f", Some("r1"), Some("q="), Some("first")).unwrap();
+        assert_eq!((v1.version.as_str(), v1.description.as_str()), ("1", "first"));
+        let again = store.publish_version("f", None, None, None).unwrap();
+        assert_eq!(again.version, "1", "nothing changed, so no new version");
+        store
+            .update_function("f", None, &mut |c| {
+                c.timeout = 30;
+                c.revision_id = "r2".into();
+                Ok(())
+            })
+            .unwrap();
+        let v2 = store.publish_version("f", None, None, None).unwrap();
+        assert_eq!((v2.version.as_str(), v2.timeout), ("2", 30));
+        assert_eq!(store.get_function("f", "1").unwrap().timeout, 3, "versions are immutable");
+
+        let page = store.list_versions("f", None, 2).unwrap();
+        let names: Vec<_> = page.items.iter().map(|c| c.version.as_str()).collect();
+        assert_eq!(names, ["$LATEST", "1"]);
+        let rest = store.list_versions("f", page.next_marker.as_deref(), 2).unwrap();
+        assert_eq!(rest.items[0].version, "2");
+        assert!(rest.next_marker.is_none());
+
+        store
+            .modify_document(kinds::ALIAS, "f", "live", &mut |_| {
+                Ok(Some(serde_json::json!({"FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.5}}})))
+            })
+            .unwrap();
+        assert!(matches!(store.delete_version("f", 1), Err(StoreError::Conflict(_))));
+        assert!(matches!(store.delete_version("f", 2), Err(StoreError::Conflict(_))));
+        store.modify_document(kinds::ALIAS, "f", "live", &mut |_| Ok(None)).unwrap();
+        store.delete_version("f", 2).unwrap();
+        assert!(matches!(store.delete_version("f", 2), Err(StoreError::NotFound(_))));
+        let v3 = store.publish_version("f", None, None, Some("x")).unwrap();
+        assert_eq!(v3.version, "3", "numbers are never reused");
+    }
+
+    #[test]
+    fn documents_are_transactional_and_die_with_their_function() {
+        let store = SqliteStore::in_memory().unwrap();
+        store.create_function(&config("f")).unwrap();
+        store
+            .modify_document(kinds::ALIAS, "f", "a", &mut |current| {
+                assert!(current.is_none());
+                Ok(Some(serde_json::json!({"n": 1})))
+            })
+            .unwrap();
+        let refused = store.modify_document(kinds::ALIAS, "f", "a", &mut |_| {
+            Err(StoreError::Conflict("busy".into()))
+        });
+        assert!(matches!(refused, Err(StoreError::Conflict(_))));
+        assert_eq!(
+            store.get_document(kinds::ALIAS, "f", "a").unwrap(),
+            Some(serde_json::json!({"n": 1}))
+        );
+        store
+            .modify_document("other-kind", "f", "x", &mut |_| Ok(Some(serde_json::json!(true))))
+            .unwrap();
+        assert_eq!(store.list_documents(kinds::ALIAS, Some("f")).unwrap().len(), 1);
+        store.delete_function("f").unwrap();
+        assert!(store.list_documents(kinds::ALIAS, None).unwrap().is_empty());
+        assert_eq!(
+            store.list_documents("other-kind", None).unwrap().len(),
+            1,
+            "only function-scoped kinds are deleted with the function"
+        );
     }
 
     #[test]
