@@ -40,20 +40,34 @@ pub(crate) fn function_ref(req: &ApiRequest, label: &str) -> Result<FunctionRef,
     Ok(FunctionRef::parse(label, req.query("Qualifier"))?)
 }
 
-/// Reads the configuration a reference names, with AWS's not-found message.
+/// Reads the configuration a reference names (an alias reads its main version), with AWS's
+/// not-found message.
 pub(crate) fn resolve(state: &ApiState, function: &FunctionRef) -> Result<FunctionConfig, ApiError> {
-    let version = function.qualifier_or_latest().to_string();
+    let not_found = || {
+        let arn = match &function.qualifier {
+            Some(q) => state.arns.qualified_function_arn(&function.name, q),
+            None => state.arns.function_arn(&function.name),
+        };
+        ApiError::not_found(format!("Function not found: {arn}"))
+    };
+    let version = match function.qualifier_or_latest() {
+        Qualifier::Alias(alias) => {
+            let doc = state
+                .store
+                .get_document(lambent_store::kinds::ALIAS, &function.name, &alias)?
+                .ok_or_else(not_found)?;
+            doc["FunctionVersion"]
+                .as_str()
+                .unwrap_or(LATEST)
+                .to_string()
+        }
+        other => other.to_string(),
+    };
     state
         .store
         .get_function(&function.name, &version)
         .map_err(|e| match e {
-            StoreError::NotFound(_) => {
-                let arn = match &function.qualifier {
-                    Some(q) => state.arns.qualified_function_arn(&function.name, q),
-                    None => state.arns.function_arn(&function.name),
-                };
-                ApiError::not_found(format!("Function not found: {arn}"))
-            }
+            StoreError::NotFound(_) => not_found(),
             other => other.into(),
         })
 }
@@ -113,16 +127,6 @@ fn refuse_layers(layers: &[String]) -> Result<(), ApiError> {
     }
 }
 
-fn refuse_publish(publish: bool) -> Result<(), ApiError> {
-    if publish {
-        Err(ApiError::invalid(
-            "Lambent does not publish versions yet; leave Publish unset (versions come in a later release)",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 fn tracing_mode(input: Option<&shapes::TracingInput>) -> Result<Option<String>, ApiError> {
     match input.and_then(|t| t.mode.as_deref()) {
         None => Ok(None),
@@ -144,7 +148,6 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
         ));
     }
     refuse_layers(&input.layers)?;
-    refuse_publish(input.publish)?;
     let (Some(runtime), Some(handler)) = (input.runtime.clone(), input.handler.clone()) else {
         return Err(ApiError::invalid(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages.",
@@ -185,6 +188,13 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
     let code = store_code(state, &input.code).await?;
     apply_code(&mut config, &code);
     state.store.create_function(&config)?;
+    if input.publish {
+        let version = state.store.publish_version(&config.name, None, None, None)?;
+        return Ok(ApiReply::json(
+            StatusCode::CREATED,
+            &function_configuration(&version, &state.arns),
+        ));
+    }
     tracing::info!(function = %config.name, runtime = %config.runtime, code_size = config.code_size, "function created");
     Ok(ApiReply::json(
         StatusCode::CREATED,
@@ -284,7 +294,6 @@ pub(crate) async fn update_code(
     {
         return Err(ApiError::stale_revision());
     }
-    refuse_publish(input.publish)?;
     let code = store_code(state, &input.code).await?;
     let mut change = |config: &mut FunctionConfig| -> Result<(), StoreError> {
         apply_code(config, &code);
@@ -306,6 +315,13 @@ pub(crate) async fn update_code(
     };
     if !input.dry_run {
         tracing::info!(function = %updated.name, code_size = updated.code_size, "function code updated");
+        if input.publish {
+            let version = state.store.publish_version(&updated.name, None, None, None)?;
+            return Ok(ApiReply::json(
+                StatusCode::OK,
+                &function_configuration(&version, &state.arns),
+            ));
+        }
     }
     Ok(ApiReply::json(
         StatusCode::OK,
@@ -381,8 +397,16 @@ pub(crate) fn delete(
                 "$LATEST version cannot be deleted without deleting the function.",
             ));
         }
-        Some(_) => {
+        Some(Qualifier::Version(number)) => {
             resolve(state, &function)?;
+            state.store.delete_version(&function.name, *number)?;
+            tracing::info!(function = %function.name, version = number, "version deleted");
+            return Ok(ApiReply::empty(StatusCode::NO_CONTENT));
+        }
+        Some(Qualifier::Alias(alias)) => {
+            return Err(ApiError::invalid(format!(
+                "Deletion of aliases is not supported through DeleteFunction; use DeleteAlias for {alias}"
+            )));
         }
     }
     match state.store.delete_function(&function.name) {

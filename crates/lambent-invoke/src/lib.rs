@@ -6,13 +6,14 @@
 //! The async queue of this version lives in memory: events accepted but not yet run are
 //! lost if the server stops. A durable queue replaces it later.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use lambent_store::{CodeStore, Store, StoreError};
+use lambent_store::{CodeStore, Store, StoreError, kinds};
 use lambent_types::names::ArnContext;
 use lambent_types::{FunctionRef, Qualifier, limits};
 use lambent_worker::{Invocation, InvocationResult, Worker, WorkerError};
@@ -122,6 +123,7 @@ pub struct Invoker {
     worker: Arc<Worker>,
     arns: ArnContext,
     queue: mpsc::UnboundedSender<QueuedEvent>,
+    reserved_in_flight: Mutex<HashMap<String, usize>>,
 }
 
 impl Invoker {
@@ -140,6 +142,7 @@ impl Invoker {
             worker,
             arns,
             queue,
+            reserved_in_flight: Mutex::new(HashMap::new()),
         });
         tokio::spawn(dispatch(Arc::downgrade(&invoker), events, async_settings));
         invoker
@@ -188,27 +191,64 @@ impl Invoker {
         }
     }
 
+    /// Finds the configuration to run: `$LATEST`, a version, or an alias's version (picked by
+    /// the alias's routing weights).
     fn resolve(
         &self,
         function: &FunctionRef,
     ) -> Result<lambent_types::FunctionConfig, InvokeError> {
-        let qualifier = function.qualifier_or_latest();
-        let version = match &qualifier {
-            Qualifier::Latest => "$LATEST".to_string(),
-            Qualifier::Version(n) => n.to_string(),
-            Qualifier::Alias(alias) => alias.clone(),
+        let not_found = || {
+            let arn = match &function.qualifier {
+                Some(q) => self.arns.qualified_function_arn(&function.name, q),
+                None => self.arns.function_arn(&function.name),
+            };
+            InvokeError::NotFound(format!("Function not found: {arn}"))
+        };
+        let internal = |e: StoreError| InvokeError::Internal(e.to_string());
+        let version = match function.qualifier_or_latest() {
+            Qualifier::Alias(alias) => {
+                let doc = self
+                    .store
+                    .get_document(kinds::ALIAS, &function.name, &alias)
+                    .map_err(internal)?
+                    .ok_or_else(not_found)?;
+                route_alias(&doc, random_unit())
+            }
+            other => other.to_string(),
         };
         match self.store.get_function(&function.name, &version) {
             Ok(config) => Ok(config),
-            Err(StoreError::NotFound(_)) => {
-                let arn = match &function.qualifier {
-                    Some(q) => self.arns.qualified_function_arn(&function.name, q),
-                    None => self.arns.function_arn(&function.name),
-                };
-                Err(InvokeError::NotFound(format!("Function not found: {arn}")))
-            }
-            Err(other) => Err(InvokeError::Internal(other.to_string())),
+            Err(StoreError::NotFound(_)) => Err(not_found()),
+            Err(other) => Err(internal(other)),
         }
+    }
+
+    /// Refuses an invocation when the function's reserved concurrency is used up; the
+    /// returned guard holds one unit of it until dropped.
+    fn reserve(&self, function: &str) -> Result<Option<ReservationGuard<'_>>, InvokeError> {
+        let reserved = self
+            .store
+            .get_document(kinds::CONCURRENCY, function, "")
+            .map_err(|e| InvokeError::Internal(e.to_string()))?
+            .and_then(|doc| doc["ReservedConcurrentExecutions"].as_u64());
+        let Some(limit) = reserved else {
+            return Ok(None);
+        };
+        let mut running = self
+            .reserved_in_flight
+            .lock()
+            .map_err(|_| InvokeError::Internal("concurrency table poisoned".into()))?;
+        let count = running.entry(function.to_string()).or_default();
+        if *count as u64 >= limit {
+            return Err(InvokeError::Throttled(
+                "ReservedFunctionConcurrentInvocationLimitExceeded",
+            ));
+        }
+        *count += 1;
+        Ok(Some(ReservationGuard {
+            table: &self.reserved_in_flight,
+            function: function.to_string(),
+        }))
     }
 
     async fn run(
@@ -233,6 +273,7 @@ impl Invoker {
             cognito_identity: None,
             want_log_tail: request.log_tail,
         };
+        let _reservation = self.reserve(&config.name)?;
         let task_root = self.code.task_root(&config.code_sha256_hex);
         self.worker
             .invoke(config, &task_root, &invocation)
@@ -302,6 +343,49 @@ async fn run_event(invoker: &Invoker, event: QueuedEvent, settings: &AsyncSettin
     }
 }
 
+/// Releases one unit of a function's reserved concurrency.
+struct ReservationGuard<'a> {
+    table: &'a Mutex<HashMap<String, usize>>,
+    function: String,
+}
+
+impl Drop for ReservationGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.table.lock()
+            && let Some(count) = running.get_mut(&self.function)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                running.remove(&self.function);
+            }
+        }
+    }
+}
+
+/// Picks the version an alias routes to: its additional version with that version's weight
+/// (`draw` is uniform in [0, 1)), else its main version.
+fn route_alias(alias: &serde_json::Value, draw: f64) -> String {
+    let main = alias["FunctionVersion"].as_str().unwrap_or("$LATEST").to_string();
+    let Some(weights) = alias["RoutingConfig"]["AdditionalVersionWeights"].as_object() else {
+        return main;
+    };
+    let mut threshold = 0.0;
+    for (version, weight) in weights {
+        threshold += weight.as_f64().unwrap_or(0.0);
+        if draw < threshold {
+            return version.clone();
+        }
+    }
+    main
+}
+
+/// A uniform random number in [0, 1), from the 48 leading random bits of a v4 UUID (the
+/// bytes after them carry the fixed version and variant bits).
+fn random_unit() -> f64 {
+    let bits = (uuid::Uuid::new_v4().as_u128() >> 80) as u64;
+    bits as f64 / (1u64 << 48) as f64
+}
+
 /// A new X-Ray style trace header: `Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=0`.
 pub fn new_trace_id() -> String {
     let epoch = lambent_types::time::epoch_millis(std::time::SystemTime::now()) / 1000;
@@ -312,4 +396,26 @@ pub fn new_trace_id() -> String {
         &root[..24],
         &parent[..16]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_route_by_weight() {
+        let alias = serde_json::json!({
+            "FunctionVersion": "1",
+            "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.3}},
+        });
+        assert_eq!(route_alias(&alias, 0.0), "2");
+        assert_eq!(route_alias(&alias, 0.29), "2");
+        assert_eq!(route_alias(&alias, 0.3), "1");
+        assert_eq!(route_alias(&alias, 0.99), "1");
+        assert_eq!(route_alias(&serde_json::json!({"FunctionVersion": "4"}), 0.1), "4");
+        let draws: Vec<f64> = (0..1000).map(|_| random_unit()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let low = draws.iter().filter(|d| **d < 0.3).count();
+        assert!((200..400).contains(&low), "uniform draws, got {low} below 0.3");
+    }
 }
