@@ -125,7 +125,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(message) => Self::not_found(message),
-            StoreError::AlreadyExists(message) | StoreError::Conflict(message) => Self::conflict(message),
+            StoreError::AlreadyExists(message) | StoreError::Conflict(message) => {
+                Self::conflict(message)
+            }
             StoreError::RevisionMismatch(_) => Self::stale_revision(),
             StoreError::Invalid(message) => Self::invalid(message),
             other => {

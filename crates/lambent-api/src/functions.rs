@@ -25,24 +25,67 @@ pub(crate) async fn route(req: &ApiRequest, state: &ApiState, segments: &[&str])
         (&Method::GET, ["2015-03-31", "functions"]) => list(req, state),
         (&Method::GET, ["2015-03-31", "functions", f]) => get(req, state, f),
         (&Method::DELETE, ["2015-03-31", "functions", f]) => delete(req, state, f),
-        (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => get_configuration(req, state, f),
-        (&Method::PUT, ["2015-03-31", "functions", f, "configuration"]) => update_configuration(req, state, f),
+        (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => {
+            get_configuration(req, state, f)
+        }
+        (&Method::PUT, ["2015-03-31", "functions", f, "configuration"]) => {
+            update_configuration(req, state, f)
+        }
         (&Method::PUT, ["2015-03-31", "functions", f, "code"]) => update_code(req, state, f).await,
-        (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => invoke::invoke(req, state, f).await,
-        (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => invoke::invoke_async(req, state, f).await,
+        (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => {
+            invoke::invoke(req, state, f).await
+        }
+        (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => {
+            invoke::invoke_async(req, state, f).await
+        }
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(state),
         _ => return None,
     })
 }
 
-/// Parses the `{FunctionName}` label with the request's `?Qualifier=`.
+/// Parses the `{FunctionName}` label with the request's `?Qualifier=`; an ARN must name this
+/// server's region and account.
 pub(crate) fn function_ref(req: &ApiRequest, label: &str) -> Result<FunctionRef, ApiError> {
-    Ok(FunctionRef::parse(label, req.query("Qualifier"))?)
+    let function = FunctionRef::parse(label, req.query("Qualifier"))?;
+    check_home(&req.arns, label)?;
+    Ok(function)
+}
+
+/// Refuses function ARNs of another region (404, as AWS) or account (403).
+pub(crate) fn check_home(
+    arns: &lambent_types::names::ArnContext,
+    label: &str,
+) -> Result<(), ApiError> {
+    let Some((region, account)) = lambent_types::names::referenced_home(label) else {
+        return Ok(());
+    };
+    if let Some(region) = region
+        && region != arns.region
+    {
+        return Err(ApiError::not_found(format!(
+            "Functions from '{region}' are not reachable in this region ('{}')",
+            arns.region
+        )));
+    }
+    if account != arns.account_id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            format!(
+                "Cross-account access is not allowed: the function belongs to account {account}, this server is account {}",
+                arns.account_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the configuration a reference names (an alias reads its main version), with AWS's
 /// not-found message.
-pub(crate) fn resolve(state: &ApiState, function: &FunctionRef) -> Result<FunctionConfig, ApiError> {
+pub(crate) fn resolve(
+    state: &ApiState,
+    function: &FunctionRef,
+) -> Result<FunctionConfig, ApiError> {
     let not_found = || {
         let arn = match &function.qualifier {
             Some(q) => state.arns.qualified_function_arn(&function.name, q),
@@ -81,7 +124,7 @@ fn now() -> String {
 }
 
 /// Decodes an inline zip and stores it; S3 and image code are refused with a clear message.
-async fn store_code(state: &ApiState, code: &CodeInput) -> Result<StoredCode, ApiError> {
+pub(crate) async fn store_code(state: &ApiState, code: &CodeInput) -> Result<StoredCode, ApiError> {
     if code.image_uri.is_some() {
         return Err(ApiError::invalid(
             "Lambent runs Zip packages only; container images (ImageUri) are not supported",
@@ -117,14 +160,12 @@ fn apply_code(config: &mut FunctionConfig, code: &StoredCode) {
     config.code_size = code.size;
 }
 
-fn refuse_layers(layers: &[String]) -> Result<(), ApiError> {
-    if layers.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "Lambent does not support layers yet; remove Layers from the request",
-        ))
-    }
+/// Resolves `Layers` (layer version ARNs) to the layer versions they name; see [`crate::layers`].
+fn resolve_layers(
+    state: &ApiState,
+    arns: &[String],
+) -> Result<Vec<lambent_types::LayerRef>, ApiError> {
+    crate::layers::resolve_layers(state, arns)
 }
 
 fn tracing_mode(input: Option<&shapes::TracingInput>) -> Result<Option<String>, ApiError> {
@@ -142,12 +183,13 @@ fn tracing_mode(input: Option<&shapes::TracingInput>) -> Result<Option<String>, 
 pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError> {
     let input: CreateFunctionInput = req.json()?;
     let function = FunctionRef::parse_unqualified(&input.function_name)?;
+    check_home(&state.arns, &input.function_name)?;
     if input.package_type.as_deref().is_some_and(|p| p != "Zip") {
         return Err(ApiError::invalid(
             "Lambent runs Zip packages only; PackageType must be Zip",
         ));
     }
-    refuse_layers(&input.layers)?;
+    let layers = resolve_layers(state, &input.layers)?;
     let (Some(runtime), Some(handler)) = (input.runtime.clone(), input.handler.clone()) else {
         return Err(ApiError::invalid(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages.",
@@ -176,6 +218,7 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
         tracing_mode: tracing_mode(input.tracing_config.as_ref())?
             .unwrap_or_else(|| base.tracing_mode.clone()),
         tags: input.tags.clone(),
+        layers,
         ..base.clone()
     };
     config.validate()?;
@@ -187,9 +230,12 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
     }
     let code = store_code(state, &input.code).await?;
     apply_code(&mut config, &code);
+    crate::layers::check_unzipped_size(state, &config.code_sha256_hex, &config.layers)?;
     state.store.create_function(&config)?;
     if input.publish {
-        let version = state.store.publish_version(&config.name, None, None, None)?;
+        let version = state
+            .store
+            .publish_version(&config.name, None, None, None)?;
         return Ok(ApiReply::json(
             StatusCode::CREATED,
             &function_configuration(&version, &state.arns),
@@ -214,6 +260,13 @@ pub(crate) fn get(req: &ApiRequest, state: &ApiState, label: &str) -> Result<Api
     });
     if !config.tags.is_empty() {
         body["Tags"] = json!(config.tags);
+    }
+    if let Some(reserved) =
+        state
+            .store
+            .get_document(lambent_store::kinds::CONCURRENCY, &config.name, "")?
+    {
+        body["Concurrency"] = reserved;
     }
     Ok(ApiReply::json(StatusCode::OK, &body))
 }
@@ -253,9 +306,11 @@ pub(crate) fn list(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiEr
              Member must satisfy enum value set: [ALL]"
         )));
     }
-    let page = state
-        .store
-        .list_functions(req.query("Marker").filter(|m| !m.is_empty()), max_items)?;
+    let page = state.store.list_functions(
+        req.query("Marker").filter(|m| !m.is_empty()),
+        max_items,
+        req.query("FunctionVersion") == Some("ALL"),
+    )?;
     let functions: Vec<_> = page
         .items
         .iter()
@@ -295,6 +350,7 @@ pub(crate) async fn update_code(
         return Err(ApiError::stale_revision());
     }
     let code = store_code(state, &input.code).await?;
+    crate::layers::check_unzipped_size(state, &code.sha256_hex, &current.layers)?;
     let mut change = |config: &mut FunctionConfig| -> Result<(), StoreError> {
         apply_code(config, &code);
         if let Some(architectures) = &input.architectures {
@@ -315,8 +371,11 @@ pub(crate) async fn update_code(
     };
     if !input.dry_run {
         tracing::info!(function = %updated.name, code_size = updated.code_size, "function code updated");
+        state.invoker.retire(&updated.name, Some(LATEST));
         if input.publish {
-            let version = state.store.publish_version(&updated.name, None, None, None)?;
+            let version = state
+                .store
+                .publish_version(&updated.name, None, None, None)?;
             return Ok(ApiReply::json(
                 StatusCode::OK,
                 &function_configuration(&version, &state.arns),
@@ -337,9 +396,16 @@ pub(crate) fn update_configuration(
 ) -> Result<ApiReply, ApiError> {
     let input: UpdateConfigInput = req.json()?;
     let function = unqualified_latest(req, label)?;
-    refuse_layers(input.layers.as_deref().unwrap_or_default())?;
+    let layers = input
+        .layers
+        .as_deref()
+        .map(|arns| resolve_layers(state, arns))
+        .transpose()?;
     let tracing = tracing_mode(input.tracing_config.as_ref())?;
-    resolve(state, &function)?;
+    let current = resolve(state, &function)?;
+    if let Some(layers) = &layers {
+        crate::layers::check_unzipped_size(state, &current.code_sha256_hex, layers)?;
+    }
     let updated = state.store.update_function(
         &function.name,
         input.revision_id.as_deref(),
@@ -371,12 +437,16 @@ pub(crate) fn update_configuration(
             if let Some(mode) = &tracing {
                 config.tracing_mode = mode.clone();
             }
+            if let Some(layers) = &layers {
+                config.layers = layers.clone();
+            }
             config.last_modified = now();
             config.revision_id = new_revision();
             Ok(config.validate()?)
         },
     )?;
     tracing::info!(function = %updated.name, "function configuration updated");
+    state.invoker.retire(&updated.name, Some(LATEST));
     Ok(ApiReply::json(
         StatusCode::OK,
         &function_configuration(&updated, &state.arns),
@@ -401,6 +471,9 @@ pub(crate) fn delete(
             resolve(state, &function)?;
             state.store.delete_version(&function.name, *number)?;
             tracing::info!(function = %function.name, version = number, "version deleted");
+            state
+                .invoker
+                .retire(&function.name, Some(&number.to_string()));
             return Ok(ApiReply::empty(StatusCode::NO_CONTENT));
         }
         Some(Qualifier::Alias(alias)) => {
@@ -412,6 +485,7 @@ pub(crate) fn delete(
     match state.store.delete_function(&function.name) {
         Ok(()) => {
             tracing::info!(function = %function.name, "function deleted");
+            state.invoker.retire(&function.name, None);
             Ok(ApiReply::empty(StatusCode::NO_CONTENT))
         }
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!(
@@ -433,7 +507,7 @@ pub(crate) fn account_settings(state: &ApiState) -> Result<ApiReply, ApiError> {
                 "CodeSizeUnzipped": limits::UNZIPPED_CODE_BYTES,
                 "CodeSizeZipped": limits::ZIPPED_CODE_BYTES,
                 "ConcurrentExecutions": state.concurrency_limit,
-                "UnreservedConcurrentExecutions": state.concurrency_limit,
+                "UnreservedConcurrentExecutions": crate::settings::unreserved_concurrency(state)?,
             },
             "AccountUsage": { "TotalCodeSize": total_code_size, "FunctionCount": function_count },
         }),

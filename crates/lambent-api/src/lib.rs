@@ -11,8 +11,8 @@ mod invoke;
 mod layers;
 mod settings;
 mod shapes;
-mod versions;
 pub mod sigv4;
+mod versions;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -69,6 +69,8 @@ pub(crate) struct ApiRequest {
     pub body: Bytes,
     pub request_id: String,
     pub host: String,
+    /// Region and account of this server, for checking ARNs in the request.
+    pub arns: ArnContext,
 }
 
 impl ApiRequest {
@@ -293,6 +295,7 @@ async fn dispatch(
         body,
         request_id: request_id.to_string(),
         host,
+        arns: state.arns.clone(),
     };
     route(&request, state).await
 }

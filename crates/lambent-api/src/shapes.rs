@@ -168,5 +168,12 @@ pub fn function_configuration(config: &FunctionConfig, arns: &ArnContext) -> Val
     if !config.environment.is_empty() {
         value["Environment"] = json!({ "Variables": config.environment });
     }
+    if !config.layers.is_empty() {
+        value["Layers"] = config
+            .layers
+            .iter()
+            .map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size }))
+            .collect();
+    }
     value
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use lambent_store::{StoreError, kinds};
 use lambent_types::{FunctionRef, Qualifier};
 
-use crate::functions::{function_ref, resolve};
+use crate::functions::{check_home, function_ref, resolve};
 use crate::shapes::function_configuration;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState, Routed};
 
@@ -20,8 +20,12 @@ pub(crate) async fn route(req: &ApiRequest, state: &ApiState, segments: &[&str])
         (&Method::POST, ["2015-03-31", "functions", f, "aliases"]) => create_alias(req, state, f),
         (&Method::GET, ["2015-03-31", "functions", f, "aliases"]) => list_aliases(req, state, f),
         (&Method::GET, ["2015-03-31", "functions", f, "aliases", a]) => get_alias(state, f, a),
-        (&Method::PUT, ["2015-03-31", "functions", f, "aliases", a]) => update_alias(req, state, f, a),
-        (&Method::DELETE, ["2015-03-31", "functions", f, "aliases", a]) => delete_alias(state, f, a),
+        (&Method::PUT, ["2015-03-31", "functions", f, "aliases", a]) => {
+            update_alias(req, state, f, a)
+        }
+        (&Method::DELETE, ["2015-03-31", "functions", f, "aliases", a]) => {
+            delete_alias(state, f, a)
+        }
         _ => return None,
     })
 }
@@ -236,17 +240,21 @@ fn create_alias(req: &ApiRequest, state: &ApiState, label: &str) -> Result<ApiRe
         "RevisionId": uuid::Uuid::new_v4().to_string(),
     });
     if let Some(routing) = &input.routing_config {
-        doc["RoutingConfig"] = json!({ "AdditionalVersionWeights": routing.additional_version_weights });
+        doc["RoutingConfig"] =
+            json!({ "AdditionalVersionWeights": routing.additional_version_weights });
     }
     let arn = state.arns.function_arn(&function.name);
-    state
-        .store
-        .modify_document(kinds::ALIAS, &function.name, &name, &mut |current| match current {
+    state.store.modify_document(
+        kinds::ALIAS,
+        &function.name,
+        &name,
+        &mut |current| match current {
             Some(_) => Err(StoreError::AlreadyExists(format!(
                 "Alias already exists: {arn}:{name}"
             ))),
             None => Ok(Some(doc.clone())),
-        })?;
+        },
+    )?;
     Ok(ApiReply::json(
         StatusCode::CREATED,
         &alias_output(state, &function.name, &doc),
@@ -256,6 +264,7 @@ fn create_alias(req: &ApiRequest, state: &ApiState, label: &str) -> Result<ApiRe
 /// GetAlias: GET /2015-03-31/functions/{Fn}/aliases/{Name}.
 fn get_alias(state: &ApiState, label: &str, alias: &str) -> Result<ApiReply, ApiError> {
     let function = FunctionRef::parse_unqualified(label)?;
+    check_home(&state.arns, label)?;
     resolve(state, &function)?;
     let doc = state
         .store
@@ -276,47 +285,53 @@ fn update_alias(
 ) -> Result<ApiReply, ApiError> {
     let input: AliasInput = req.json()?;
     let function = FunctionRef::parse_unqualified(label)?;
+    check_home(&state.arns, label)?;
     resolve(state, &function)?;
     if let Some(version) = &input.function_version {
         check_version(state, &function.name, version)?;
     }
     let not_found = alias_not_found(state, &function.name, alias).to_string();
     let mut checked: Result<(), ApiError> = Ok(());
-    let updated = state
-        .store
-        .modify_document(kinds::ALIAS, &function.name, alias, &mut |current| {
-            let mut doc = current.ok_or_else(|| StoreError::NotFound(not_found.clone()))?;
-            if let Some(expected) = &input.revision_id
-                && doc["RevisionId"].as_str() != Some(expected.as_str())
-            {
-                return Err(StoreError::RevisionMismatch(alias.to_string()));
-            }
-            if let Some(version) = &input.function_version {
-                doc["FunctionVersion"] = json!(version);
-            }
-            if let Some(description) = &input.description {
-                doc["Description"] = json!(description);
-            }
-            if let Some(routing) = &input.routing_config {
-                doc["RoutingConfig"] =
-                    json!({ "AdditionalVersionWeights": routing.additional_version_weights });
-            }
-            let main = doc["FunctionVersion"].as_str().unwrap_or("$LATEST").to_string();
-            if let Some(weights) = doc["RoutingConfig"]["AdditionalVersionWeights"].as_object() {
-                let routing = RoutingInput {
-                    additional_version_weights: weights
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                        .collect(),
-                };
-                if let Err(e) = check_routing(state, &function.name, &main, &routing) {
-                    checked = Err(e.clone());
-                    return Err(StoreError::Invalid(e.message));
+    let updated =
+        state
+            .store
+            .modify_document(kinds::ALIAS, &function.name, alias, &mut |current| {
+                let mut doc = current.ok_or_else(|| StoreError::NotFound(not_found.clone()))?;
+                if let Some(expected) = &input.revision_id
+                    && doc["RevisionId"].as_str() != Some(expected.as_str())
+                {
+                    return Err(StoreError::RevisionMismatch(alias.to_string()));
                 }
-            }
-            doc["RevisionId"] = json!(uuid::Uuid::new_v4().to_string());
-            Ok(Some(doc))
-        });
+                if let Some(version) = &input.function_version {
+                    doc["FunctionVersion"] = json!(version);
+                }
+                if let Some(description) = &input.description {
+                    doc["Description"] = json!(description);
+                }
+                if let Some(routing) = &input.routing_config {
+                    doc["RoutingConfig"] =
+                        json!({ "AdditionalVersionWeights": routing.additional_version_weights });
+                }
+                let main = doc["FunctionVersion"]
+                    .as_str()
+                    .unwrap_or("$LATEST")
+                    .to_string();
+                if let Some(weights) = doc["RoutingConfig"]["AdditionalVersionWeights"].as_object()
+                {
+                    let routing = RoutingInput {
+                        additional_version_weights: weights
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                            .collect(),
+                    };
+                    if let Err(e) = check_routing(state, &function.name, &main, &routing) {
+                        checked = Err(e.clone());
+                        return Err(StoreError::Invalid(e.message));
+                    }
+                }
+                doc["RevisionId"] = json!(uuid::Uuid::new_v4().to_string());
+                Ok(Some(doc))
+            });
     checked?;
     let updated = updated?.unwrap_or_default();
     Ok(ApiReply::json(
@@ -328,6 +343,7 @@ fn update_alias(
 /// DeleteAlias: DELETE /2015-03-31/functions/{Fn}/aliases/{Name} → 204.
 fn delete_alias(state: &ApiState, label: &str, alias: &str) -> Result<ApiReply, ApiError> {
     let function = FunctionRef::parse_unqualified(label)?;
+    check_home(&state.arns, label)?;
     resolve(state, &function)?;
     state
         .store

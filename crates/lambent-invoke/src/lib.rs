@@ -191,6 +191,12 @@ impl Invoker {
         }
     }
 
+    /// Retires the environments of a function version (all versions with `None`) after its
+    /// code or configuration changed or it was deleted.
+    pub fn retire(&self, function: &str, version: Option<&str>) {
+        self.worker.retire(function, version);
+    }
+
     /// Finds the configuration to run: `$LATEST`, a version, or an alias's version (picked by
     /// the alias's routing weights).
     fn resolve(
@@ -275,8 +281,13 @@ impl Invoker {
         };
         let _reservation = self.reserve(&config.name)?;
         let task_root = self.code.task_root(&config.code_sha256_hex);
+        let layer_roots: Vec<_> = config
+            .layers
+            .iter()
+            .map(|layer| self.code.task_root(&layer.code_sha256_hex))
+            .collect();
         self.worker
-            .invoke(config, &task_root, &invocation)
+            .invoke(config, &task_root, &layer_roots, &invocation)
             .await
             .map_err(|e| match e {
                 WorkerError::Throttled => {
@@ -365,7 +376,10 @@ impl Drop for ReservationGuard<'_> {
 /// Picks the version an alias routes to: its additional version with that version's weight
 /// (`draw` is uniform in [0, 1)), else its main version.
 fn route_alias(alias: &serde_json::Value, draw: f64) -> String {
-    let main = alias["FunctionVersion"].as_str().unwrap_or("$LATEST").to_string();
+    let main = alias["FunctionVersion"]
+        .as_str()
+        .unwrap_or("$LATEST")
+        .to_string();
     let Some(weights) = alias["RoutingConfig"]["AdditionalVersionWeights"].as_object() else {
         return main;
     };
@@ -412,10 +426,16 @@ mod tests {
         assert_eq!(route_alias(&alias, 0.29), "2");
         assert_eq!(route_alias(&alias, 0.3), "1");
         assert_eq!(route_alias(&alias, 0.99), "1");
-        assert_eq!(route_alias(&serde_json::json!({"FunctionVersion": "4"}), 0.1), "4");
+        assert_eq!(
+            route_alias(&serde_json::json!({"FunctionVersion": "4"}), 0.1),
+            "4"
+        );
         let draws: Vec<f64> = (0..1000).map(|_| random_unit()).collect();
         assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
         let low = draws.iter().filter(|d| **d < 0.3).count();
-        assert!((200..400).contains(&low), "uniform draws, got {low} below 0.3");
+        assert!(
+            (200..400).contains(&low),
+            "uniform draws, got {low} below 0.3"
+        );
     }
 }

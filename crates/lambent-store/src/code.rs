@@ -111,6 +111,29 @@ impl CodeStore {
         self.root.join("trees").join(sha256_hex)
     }
 
+    /// Bytes of the regular files of a stored zip's unpacked tree (its unzipped size); 0 when
+    /// the tree does not exist.
+    pub fn tree_size(&self, sha256_hex: &str) -> Result<u64, CodeError> {
+        let root = self.task_root(sha256_hex);
+        if !root.exists() {
+            return Ok(0);
+        }
+        let mut total = 0;
+        let mut pending = vec![root];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                } else if kind.is_file() {
+                    total += entry.metadata()?.len();
+                }
+            }
+        }
+        Ok(total)
+    }
+
     /// The stored zip itself.
     pub fn zip_path(&self, sha256_hex: &str) -> PathBuf {
         self.root.join("zips").join(format!("{sha256_hex}.zip"))
@@ -246,6 +269,8 @@ mod tests {
         assert_eq!(fs::read(root.join("lib/data.txt")).unwrap(), b"hello");
         assert_eq!(fs::read(store.zip_path(&code.sha256_hex)).unwrap(), zip);
         assert_eq!(store.put_zip(&zip).unwrap(), code, "idempotent");
+        assert_eq!(store.tree_size(&code.sha256_hex).unwrap(), 15);
+        assert_eq!(store.tree_size("00").unwrap(), 0);
     }
 
     #[test]

@@ -99,11 +99,13 @@ pub trait Store: Send + Sync {
     fn create_function(&self, config: &FunctionConfig) -> Result<(), StoreError>;
     /// Reads one version of a function.
     fn get_function(&self, name: &str, version: &str) -> Result<FunctionConfig, StoreError>;
-    /// Lists `$LATEST` of every function in name order, after `marker`.
+    /// Lists `$LATEST` of every function in name order (with `all_versions`, every published
+    /// version too), after `marker`.
     fn list_functions(
         &self,
         marker: Option<&str>,
         max_items: usize,
+        all_versions: bool,
     ) -> Result<Page<FunctionConfig>, StoreError>;
     /// Atomically reads `$LATEST`, checks the revision precondition, applies `change` and writes it back.
     fn update_function(
@@ -137,7 +139,9 @@ pub trait Store: Send + Sync {
         kind: &str,
         scope: &str,
         key: &str,
-        change: &mut dyn FnMut(Option<serde_json::Value>) -> Result<Option<serde_json::Value>, StoreError>,
+        change: &mut dyn FnMut(
+            Option<serde_json::Value>,
+        ) -> Result<Option<serde_json::Value>, StoreError>,
     ) -> Result<Option<serde_json::Value>, StoreError>;
     /// Reads one document.
     fn get_document(

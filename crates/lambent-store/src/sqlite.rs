@@ -112,7 +112,12 @@ fn same_deployment(published: &FunctionConfig, latest: &FunctionConfig) -> bool 
     comparable(published) == comparable(latest)
 }
 
-fn read_document(conn: &Connection, kind: &str, scope: &str, key: &str) -> Result<Option<Value>, StoreError> {
+fn read_document(
+    conn: &Connection,
+    kind: &str,
+    scope: &str,
+    key: &str,
+) -> Result<Option<Value>, StoreError> {
     let doc: Option<String> = conn
         .prepare_cached("SELECT doc FROM documents WHERE kind = ?1 AND scope = ?2 AND key = ?3")?
         .query_row(params![kind, scope, key], |row| row.get(0))
@@ -120,13 +125,21 @@ fn read_document(conn: &Connection, kind: &str, scope: &str, key: &str) -> Resul
     Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
 }
 
-fn documents(conn: &Connection, kind: &str, scope: Option<&str>) -> Result<Vec<(String, String, Value)>, StoreError> {
+fn documents(
+    conn: &Connection,
+    kind: &str,
+    scope: Option<&str>,
+) -> Result<Vec<(String, String, Value)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT scope, key, doc FROM documents WHERE kind = ?1 AND (?2 IS NULL OR scope = ?2) \
          ORDER BY scope, key",
     )?;
     let rows = stmt.query_map(params![kind, scope], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {
@@ -177,14 +190,28 @@ impl Store for SqliteStore {
         &self,
         marker: Option<&str>,
         max_items: usize,
+        all_versions: bool,
     ) -> Result<Page<FunctionConfig>, StoreError> {
         let conn = self.conn()?;
+        // Markers are `name:version`; versions order as $LATEST, 1, 2, …
+        let (after_name, after_version) = match marker.and_then(|m| m.rsplit_once(':')) {
+            Some((name, LATEST)) => (name, -1),
+            Some((name, version)) => (name, version.parse::<i64>().unwrap_or(i64::MAX)),
+            None => (marker.unwrap_or(""), i64::MAX),
+        };
         let mut stmt = conn.prepare_cached(
-            "SELECT config FROM function_versions WHERE version = ?1 AND function_name > ?2 \
-             ORDER BY function_name LIMIT ?3",
+            "SELECT config FROM function_versions \
+             WHERE (?1 OR version = '$LATEST') \
+             AND (function_name, CASE version WHEN '$LATEST' THEN -1 ELSE CAST(version AS INTEGER) END) > (?2, ?3) \
+             ORDER BY function_name, CASE version WHEN '$LATEST' THEN -1 ELSE CAST(version AS INTEGER) END LIMIT ?4",
         )?;
         let rows = stmt.query_map(
-            params![LATEST, marker.unwrap_or(""), (max_items + 1) as i64],
+            params![
+                all_versions,
+                after_name,
+                after_version,
+                (max_items + 1) as i64
+            ],
             |row| row.get::<_, String>(0),
         )?;
         let mut items = Vec::new();
@@ -193,7 +220,7 @@ impl Store for SqliteStore {
         }
         let next_marker = if items.len() > max_items {
             items.truncate(max_items);
-            items.last().map(|c| c.name.clone())
+            items.last().map(|c| format!("{}:{}", c.name, c.version))
         } else {
             None
         };
@@ -321,9 +348,8 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let label = version.to_string();
-        read_config(&tx, name, &label).map_err(|_| {
-            StoreError::NotFound(format!("Function not found: {name}:{label}"))
-        })?;
+        read_config(&tx, name, &label)
+            .map_err(|_| StoreError::NotFound(format!("Function not found: {name}:{label}")))?;
         let aliases = documents(&tx, kinds::ALIAS, Some(name))?;
         for (_, alias, doc) in aliases {
             let routes_here = doc["FunctionVersion"].as_str() == Some(label.as_str())
@@ -370,7 +396,12 @@ impl Store for SqliteStore {
         Ok(next)
     }
 
-    fn get_document(&self, kind: &str, scope: &str, key: &str) -> Result<Option<Value>, StoreError> {
+    fn get_document(
+        &self,
+        kind: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<Value>, StoreError> {
         read_document(&*self.conn()?, kind, scope, key)
     }
 
@@ -517,8 +548,13 @@ mod tests {
             store.publish_version("f", None, Some("not-the-sha"), None),
             Err(StoreError::Invalid(_))
         ));
-        let v1 = store.publish_version("f", Some("r1"), Some("q="), Some("first")).unwrap();
-        assert_eq!((v1.version.as_str(), v1.description.as_str()), ("1", "first"));
+        let v1 = store
+            .publish_version("f", Some("r1"), Some("q="), Some("first"))
+            .unwrap();
+        assert_eq!(
+            (v1.version.as_str(), v1.description.as_str()),
+            ("1", "first")
+        );
         let again = store.publish_version("f", None, None, None).unwrap();
         assert_eq!(again.version, "1", "nothing changed, so no new version");
         store
@@ -530,12 +566,27 @@ mod tests {
             .unwrap();
         let v2 = store.publish_version("f", None, None, None).unwrap();
         assert_eq!((v2.version.as_str(), v2.timeout), ("2", 30));
-        assert_eq!(store.get_function("f", "1").unwrap().timeout, 3, "versions are immutable");
+        assert_eq!(
+            store.get_function("f", "1").unwrap().timeout,
+            3,
+            "versions are immutable"
+        );
 
+        let all = store.list_functions(None, 50, true).unwrap();
+        let all: Vec<_> = all.items.iter().map(|c| c.version.as_str()).collect();
+        assert_eq!(all, ["$LATEST", "1", "2"]);
+        let first = store.list_functions(None, 2, true).unwrap();
+        let rest = store
+            .list_functions(first.next_marker.as_deref(), 2, true)
+            .unwrap();
+        assert_eq!(rest.items.len(), 1);
+        assert_eq!(rest.items[0].version, "2");
         let page = store.list_versions("f", None, 2).unwrap();
         let names: Vec<_> = page.items.iter().map(|c| c.version.as_str()).collect();
         assert_eq!(names, ["$LATEST", "1"]);
-        let rest = store.list_versions("f", page.next_marker.as_deref(), 2).unwrap();
+        let rest = store
+            .list_versions("f", page.next_marker.as_deref(), 2)
+            .unwrap();
         assert_eq!(rest.items[0].version, "2");
         assert!(rest.next_marker.is_none());
 
@@ -544,11 +595,22 @@ mod tests {
                 Ok(Some(serde_json::json!({"FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.5}}})))
             })
             .unwrap();
-        assert!(matches!(store.delete_version("f", 1), Err(StoreError::Conflict(_))));
-        assert!(matches!(store.delete_version("f", 2), Err(StoreError::Conflict(_))));
-        store.modify_document(kinds::ALIAS, "f", "live", &mut |_| Ok(None)).unwrap();
+        assert!(matches!(
+            store.delete_version("f", 1),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.delete_version("f", 2),
+            Err(StoreError::Conflict(_))
+        ));
+        store
+            .modify_document(kinds::ALIAS, "f", "live", &mut |_| Ok(None))
+            .unwrap();
         store.delete_version("f", 2).unwrap();
-        assert!(matches!(store.delete_version("f", 2), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.delete_version("f", 2),
+            Err(StoreError::NotFound(_))
+        ));
         let v3 = store.publish_version("f", None, None, Some("x")).unwrap();
         assert_eq!(v3.version, "3", "numbers are never reused");
     }
@@ -572,9 +634,14 @@ mod tests {
             Some(serde_json::json!({"n": 1}))
         );
         store
-            .modify_document("other-kind", "f", "x", &mut |_| Ok(Some(serde_json::json!(true))))
+            .modify_document("other-kind", "f", "x", &mut |_| {
+                Ok(Some(serde_json::json!(true)))
+            })
             .unwrap();
-        assert_eq!(store.list_documents(kinds::ALIAS, Some("f")).unwrap().len(), 1);
+        assert_eq!(
+            store.list_documents(kinds::ALIAS, Some("f")).unwrap().len(),
+            1
+        );
         store.delete_function("f").unwrap();
         assert!(store.list_documents(kinds::ALIAS, None).unwrap().is_empty());
         assert_eq!(
@@ -593,7 +660,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut marker = None;
         loop {
-            let page = store.list_functions(marker.as_deref(), 3).unwrap();
+            let page = store.list_functions(marker.as_deref(), 3, false).unwrap();
             assert!(page.items.len() <= 3);
             seen.extend(page.items.iter().map(|c| c.name.clone()));
             match page.next_marker {

@@ -81,7 +81,24 @@ pub struct FunctionConfig {
     /// Resource tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Layer versions, in the order they are unpacked into `/opt` (later ones override).
+    #[serde(default)]
+    pub layers: Vec<LayerRef>,
 }
+
+/// One layer version a function uses, as resolved when the function was configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// Full layer version ARN (`arn:aws:lambda:<region>:<account>:layer:<name>:<version>`).
+    pub arn: String,
+    /// Hex SHA-256 of the layer's zip: the key of its unpacked tree in the code store.
+    pub code_sha256_hex: String,
+    /// Zip size, bytes (Lambda's `Layers[].CodeSize`).
+    pub code_size: u64,
+}
+
+/// Most layers one function may use.
+pub const MAX_LAYERS: usize = 5;
 
 /// Environment variable names Lambda reserves for itself.
 const RESERVED_ENV_KEYS: &[&str] = &[
@@ -127,6 +144,7 @@ impl FunctionConfig {
             revision_id: String::new(),
             tracing_mode: "PassThrough".to_string(),
             tags: BTreeMap::new(),
+            layers: Vec::new(),
         }
     }
 
@@ -163,6 +181,9 @@ impl FunctionConfig {
                     self.architectures
                 )));
             }
+        }
+        if self.layers.len() > MAX_LAYERS {
+            return Err(ValidationError::new("Cannot reference more than 5 layers."));
         }
         validate_environment(&self.environment)
     }
@@ -284,6 +305,16 @@ mod tests {
             }),
             Box::new(|c| {
                 c.environment.insert("BIG".into(), "x".repeat(5000));
+            }),
+            Box::new(|c| {
+                c.layers = vec![
+                    LayerRef {
+                        arn: "arn:aws:lambda:r:000000000000:layer:l:1".into(),
+                        code_sha256_hex: "00".into(),
+                        code_size: 1,
+                    };
+                    6
+                ]
             }),
         ];
         for (i, mutate) in bad.iter().enumerate() {

@@ -8,7 +8,7 @@ pub mod names;
 pub mod runtime;
 pub mod time;
 
-pub use config::{FunctionConfig, limits};
+pub use config::{FunctionConfig, LayerRef, limits};
 pub use names::{FunctionRef, Qualifier};
 
 /// Input that breaks one of Lambda's rules; surfaces as `InvalidParameterValueException`.

@@ -151,6 +151,17 @@ fn split_reference(raw: &str) -> Result<(&str, Option<&str>), ValidationError> {
     }
 }
 
+/// The region and account a function reference names, when it is an ARN (`None` region for
+/// the partial `account:function:name` form).
+pub fn referenced_home(raw: &str) -> Option<(Option<&str>, &str)> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    match parts.as_slice() {
+        [account, "function", ..] if is_account(account) => Some((None, account)),
+        ["arn", _, "lambda", region, account, ..] => Some((Some(region), account)),
+        _ => None,
+    }
+}
+
 fn is_account(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -266,6 +277,20 @@ mod tests {
         assert!(FunctionRef::parse("foo:1", Some("2")).is_err());
         assert!(FunctionRef::parse_unqualified("foo:1").is_err());
         assert!(FunctionRef::parse_unqualified(&"x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn finds_the_home_of_arns() {
+        assert_eq!(referenced_home("foo"), None);
+        assert_eq!(referenced_home("foo:1"), None);
+        assert_eq!(
+            referenced_home("123456789012:function:foo"),
+            Some((None, "123456789012"))
+        );
+        assert_eq!(
+            referenced_home("arn:aws:lambda:eu-west-1:123456789012:function:foo:2"),
+            Some((Some("eu-west-1"), "123456789012"))
+        );
     }
 
     #[test]

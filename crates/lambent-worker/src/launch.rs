@@ -129,11 +129,96 @@ pub struct LaunchPlan {
     pub env: Vec<(String, String)>,
 }
 
-/// Builds the launch plan for `config` with code unpacked at `task_root`.
+/// Builds (once) the merged `/opt` of an ordered list of unpacked layer trees under `opt_root`
+/// and returns its path, `<opt_root>/<sha256 of the ordered tree paths>`.
+///
+/// Layers are merged in order, later ones overriding earlier files and symlinks, directories
+/// merged; files are hard-linked where possible, else copied. The tree is assembled in a
+/// staging directory and renamed into place, so concurrent builders and crashes never leave a
+/// partial tree under the final name.
+pub fn build_opt(opt_root: &Path, layer_roots: &[PathBuf]) -> std::io::Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for root in layer_roots {
+        hasher.update(root.as_os_str().as_encoded_bytes());
+        hasher.update([0u8]);
+    }
+    let key: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dest = opt_root.join(&key);
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(opt_root)?;
+    let staging = opt_root.join(format!(".staging-{key}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&staging)?;
+    let built = layer_roots.iter().try_for_each(|root| {
+        if !root.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("layer tree {} is missing", root.display()),
+            ));
+        }
+        merge_tree(root, &staging)
+    });
+    if let Err(e) = built {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&staging, &dest) {
+        let _ = std::fs::remove_dir_all(&staging);
+        if !dest.is_dir() {
+            return Err(e);
+        }
+    }
+    Ok(dest)
+}
+
+/// Copies `src` over `dst`: directories merge, anything else replaces what `dst` has there.
+fn merge_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let existing = std::fs::symlink_metadata(&to).ok();
+        if kind.is_dir() {
+            match existing {
+                Some(meta) if meta.is_dir() => {}
+                Some(_) => {
+                    std::fs::remove_file(&to)?;
+                    std::fs::create_dir(&to)?;
+                }
+                None => std::fs::create_dir(&to)?,
+            }
+            merge_tree(&from, &to)?;
+            continue;
+        }
+        match existing {
+            Some(meta) if meta.is_dir() => std::fs::remove_dir_all(&to)?,
+            Some(_) => std::fs::remove_file(&to)?,
+            None => {}
+        }
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the launch plan for `config` with code unpacked at `task_root` and the merged layers
+/// (see [`build_opt`]) at `opt`, which stands in for `/opt` until environments get their own
+/// mount namespace; the literal `/opt/...` paths stay in the search paths after it.
 pub fn plan(
     hosts: &RuntimeHosts,
     config: &FunctionConfig,
     task_root: &Path,
+    opt: Option<&Path>,
     region: &str,
     log_stream: &str,
     runtime_api: &str,
@@ -142,6 +227,15 @@ pub fn plan(
         runtime_family(&config.runtime).map_err(|e| LaunchError::UnknownRuntime(e.to_string()))?;
     let task = task_root.to_string_lossy().into_owned();
     let runtime_dir = hosts.runtime_dir.to_string_lossy().into_owned();
+    // Each search path gets the layer directory first, then the literal AWS path.
+    let opt_paths = |suffixes: &[String]| -> String {
+        let mut parts = Vec::new();
+        if let Some(opt) = opt {
+            parts.extend(suffixes.iter().map(|s| format!("{}/{s}", opt.display())));
+        }
+        parts.extend(suffixes.iter().map(|s| format!("/opt/{s}")));
+        parts.join(":")
+    };
     let mut env: Vec<(String, String)> = vec![
         ("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.into()),
         ("_HANDLER".into(), config.handler.clone()),
@@ -166,23 +260,42 @@ pub fn plan(
         ("LANG".into(), "en_US.UTF-8".into()),
         (
             "PATH".into(),
-            "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into(),
+            format!(
+                "/usr/local/bin:/usr/bin/:/bin:{}",
+                opt_paths(&["bin".into()])
+            ),
         ),
         (
             "LD_LIBRARY_PATH".into(),
-            format!("/lib64:/usr/lib64:{runtime_dir}:{runtime_dir}/lib:{task}:{task}/lib:/opt/lib"),
+            format!(
+                "/lib64:/usr/lib64:{runtime_dir}:{runtime_dir}/lib:{task}:{task}/lib:{}",
+                opt_paths(&["lib".into()])
+            ),
         ),
     ];
     let (program, args) = match family {
         RuntimeFamily::Provided => {
-            let bootstrap = task_root.join("bootstrap");
-            if !bootstrap.exists() {
-                return Err(LaunchError::NoBootstrap);
-            }
+            let bootstrap = std::iter::once(task_root.join("bootstrap"))
+                .chain(opt.map(|o| o.join("bootstrap")))
+                .find(|b| b.exists())
+                .ok_or(LaunchError::NoBootstrap)?;
             (bootstrap, Vec::new())
         }
         RuntimeFamily::Python => {
-            env.push(("PYTHONPATH".into(), format!("{task}:/opt/python")));
+            // AWS adds the site-packages of the runtime's Python version; the host's version
+            // (which actually runs the code) follows when it differs.
+            let mut layer_dirs = vec!["python".to_string()];
+            let named = language_version(&config.runtime).unwrap_or("3");
+            layer_dirs.push(format!("python/lib/python{named}/site-packages"));
+            if let Some((_, host)) = &hosts.python
+                && host != named
+            {
+                layer_dirs.push(format!("python/lib/python{host}/site-packages"));
+            }
+            env.push((
+                "PYTHONPATH".into(),
+                format!("{task}:{}", opt_paths(&layer_dirs)),
+            ));
             managed(
                 hosts,
                 config,
@@ -195,7 +308,16 @@ pub fn plan(
         RuntimeFamily::Node => {
             env.push((
                 "NODE_PATH".into(),
-                format!("/opt/nodejs/node_modules:{runtime_dir}/node_modules"),
+                format!(
+                    "{}:{runtime_dir}/node_modules",
+                    opt_paths(&[
+                        format!(
+                            "nodejs/node{}/node_modules",
+                            hosts.node.as_ref().map_or("", |(_, v)| v.as_str())
+                        ),
+                        "nodejs/node_modules".into(),
+                    ])
+                ),
             ));
             managed(
                 hosts,
@@ -273,6 +395,7 @@ mod tests {
             &hosts(dir.path()),
             &config("python3.12"),
             dir.path(),
+            None,
             "eu-west-1",
             "s",
             "127.0.0.1:1",
@@ -303,6 +426,7 @@ mod tests {
                 &hosts,
                 &config("provided.al2023"),
                 dir.path(),
+                None,
                 "r",
                 "s",
                 "a"
@@ -314,6 +438,7 @@ mod tests {
             &hosts,
             &config("provided.al2023"),
             dir.path(),
+            None,
             "r",
             "s",
             "a",
@@ -322,8 +447,140 @@ mod tests {
         assert_eq!(provided.program, dir.path().join("bootstrap"));
         assert!(provided.env.iter().all(|(k, _)| k != "AWS_EXECUTION_ENV"));
         assert!(matches!(
-            plan(&hosts, &config("nodejs20.x"), dir.path(), "r", "s", "a"),
+            plan(
+                &hosts,
+                &config("nodejs20.x"),
+                dir.path(),
+                None,
+                "r",
+                "s",
+                "a"
+            ),
             Err(LaunchError::InterpreterMissing { .. })
         ));
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn layers_merge_in_order_with_symlinks_and_idempotence() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write(&a.join("python/shared.py"), "A");
+        write(&a.join("python/only_a.py"), "a");
+        write(&a.join("bin/tool"), "a-tool");
+        write(&a.join("data"), "a-file-becomes-dir");
+        std::os::unix::fs::symlink("only_a.py", a.join("python/link.py")).unwrap();
+        write(&b.join("python/shared.py"), "B");
+        write(&b.join("python/only_b.py"), "b");
+        write(&b.join("data/inner"), "dir now");
+        std::os::unix::fs::symlink("only_b.py", b.join("python/link.py")).unwrap();
+        std::os::unix::fs::symlink("shared.py", b.join("python/only_a.py")).unwrap();
+        let root = dir.path().join("opt");
+        let opt = build_opt(&root, &[a.clone(), b.clone()]).unwrap();
+        let read = |p: &str| std::fs::read_to_string(opt.join(p)).unwrap();
+        assert_eq!(read("python/shared.py"), "B", "later layer wins");
+        assert_eq!(read("python/only_b.py"), "b");
+        assert_eq!(read("bin/tool"), "a-tool", "directories merge");
+        assert_eq!(read("data/inner"), "dir now");
+        assert_eq!(
+            std::fs::read_link(opt.join("python/link.py")).unwrap(),
+            PathBuf::from("only_b.py"),
+            "symlinks are kept as links and overridden"
+        );
+        assert_eq!(
+            std::fs::read_link(opt.join("python/only_a.py")).unwrap(),
+            PathBuf::from("shared.py"),
+            "a link replaces a file"
+        );
+        assert_eq!(read("python/only_a.py"), "B");
+        // The same list gives the same tree without rebuilding; another order another tree.
+        std::fs::write(opt.join("marker"), "kept").unwrap();
+        let again = build_opt(&root, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(again, opt);
+        assert!(again.join("marker").exists());
+        let reversed = build_opt(&root, &[b.clone(), a.clone()]).unwrap();
+        assert_ne!(reversed, opt);
+        assert_eq!(
+            std::fs::read_to_string(reversed.join("python/shared.py")).unwrap(),
+            "A"
+        );
+        assert_eq!(
+            std::fs::read_to_string(reversed.join("data")).unwrap(),
+            "a-file-becomes-dir",
+            "a file replaces a directory"
+        );
+        let staging: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".staging"))
+            .collect();
+        assert!(staging.is_empty());
+        assert!(build_opt(&root, &[dir.path().join("missing")]).is_err());
+    }
+
+    #[test]
+    fn layers_join_search_paths_and_provide_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = dir.path().join("task");
+        let opt = dir.path().join("opt");
+        std::fs::create_dir_all(&task).unwrap();
+        write(&opt.join("bootstrap"), "#!/bin/sh\n");
+        let hosts = hosts(dir.path());
+        let provided = plan(
+            &hosts,
+            &config("provided.al2023"),
+            &task,
+            Some(&opt),
+            "r",
+            "s",
+            "a",
+        )
+        .unwrap();
+        assert_eq!(provided.program, opt.join("bootstrap"));
+        write(&task.join("bootstrap"), "#!/bin/sh\n");
+        let provided = plan(
+            &hosts,
+            &config("provided.al2023"),
+            &task,
+            Some(&opt),
+            "r",
+            "s",
+            "a",
+        )
+        .unwrap();
+        assert_eq!(provided.program, task.join("bootstrap"), "task root first");
+        let python = plan(
+            &hosts,
+            &config("python3.12"),
+            &task,
+            Some(&opt),
+            "r",
+            "s",
+            "a",
+        )
+        .unwrap();
+        let get = |k: &str| {
+            python
+                .env
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let o = opt.display();
+        assert_eq!(
+            get("PYTHONPATH"),
+            format!(
+                "{}:{o}/python:{o}/python/lib/python3.12/site-packages:{o}/python/lib/python3.11/site-packages:\
+                 /opt/python:/opt/python/lib/python3.12/site-packages:/opt/python/lib/python3.11/site-packages",
+                task.display()
+            )
+        );
+        assert!(get("PATH").ends_with(&format!(":{o}/bin:/opt/bin")));
+        assert!(get("LD_LIBRARY_PATH").ends_with(&format!(":{o}/lib:/opt/lib")));
     }
 }

@@ -2,7 +2,7 @@
 //! when all are busy, idle reaping, the concurrency limit, and graceful shutdown.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ pub struct WorkerConfig {
     pub idle_timeout: Duration,
     /// Most environments busy at once (the account concurrency limit).
     pub max_concurrency: usize,
+    /// Where the merged layer trees that stand in for `/opt` are built.
+    pub opt_root: PathBuf,
 }
 
 /// Environments of one function version at one revision of its code and configuration.
@@ -44,9 +46,11 @@ pub struct Worker {
     config: WorkerConfig,
     hosts: RuntimeHosts,
     idle: Mutex<HashMap<PoolKey, Vec<IdleEnv>>>,
-    busy: Mutex<HashMap<String, Arc<Environment>>>,
+    busy: Mutex<HashMap<String, (PoolKey, Arc<Environment>)>>,
     in_flight: AtomicUsize,
     closing: AtomicBool,
+    /// Per (function, version): environments started before this instant must not be reused.
+    retired_before: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// Decrements the in-flight count when an invocation ends, however it ends.
@@ -68,6 +72,7 @@ impl Worker {
             busy: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            retired_before: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&worker);
         let period = (worker.config.idle_timeout / 4)
@@ -97,11 +102,13 @@ impl Worker {
         idle + self.busy.lock().map(|b| b.len()).unwrap_or(0)
     }
 
-    /// Runs `invocation` on a warm environment of `config`, or a new one whose code is `task_root`.
+    /// Runs `invocation` on a warm environment of `config`, or a new one whose code is
+    /// `task_root` and whose `/opt` merges the unpacked `layer_roots` in order.
     pub async fn invoke(
         &self,
         config: &FunctionConfig,
         task_root: &Path,
+        layer_roots: &[PathBuf],
         invocation: &Invocation,
     ) -> Result<InvocationResult, WorkerError> {
         if self.closing.load(Ordering::Acquire) {
@@ -119,20 +126,27 @@ impl Worker {
         };
         let (env, cold_start) = match self.take_idle(&key) {
             Some(env) => (env, false),
-            None => match self.start_environment(config, task_root).await? {
+            None => match self
+                .start_environment(config, task_root, layer_roots)
+                .await?
+            {
                 Ok(env) => (env, true),
                 Err(message) => return Ok(self.entrypoint_failure(config, invocation, &message)),
             },
         };
         if let Ok(mut busy) = self.busy.lock() {
-            busy.insert(env.id.clone(), env.clone());
+            busy.insert(env.id.clone(), (key.clone(), env.clone()));
         }
         let result = self.run_on(&env, config, invocation, cold_start).await;
         if let Ok(mut busy) = self.busy.lock() {
             busy.remove(&env.id);
         }
         let (result, reusable) = result;
-        if reusable && env.is_alive() && !self.closing.load(Ordering::Acquire) {
+        if reusable
+            && env.is_alive()
+            && !self.closing.load(Ordering::Acquire)
+            && !self.is_retired(&key, &env)
+        {
             if let Ok(mut idle) = self.idle.lock() {
                 idle.entry(key).or_default().push(IdleEnv {
                     env,
@@ -143,6 +157,42 @@ impl Worker {
             env.kill();
         }
         Ok(result)
+    }
+
+    /// Retires the environments of a function (one version, or all when `version` is `None`)
+    /// after a change of its code or configuration: idle ones stop now, busy ones after their
+    /// current invocation.
+    pub fn retire(&self, function: &str, version: Option<&str>) {
+        let matches =
+            |key: &PoolKey| key.function == function && version.is_none_or(|v| key.version == v);
+        let now = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            let keys: Vec<PoolKey> = idle.keys().filter(|k| matches(k)).cloned().collect();
+            for key in keys {
+                for entry in idle.remove(&key).unwrap_or_default() {
+                    entry.env.kill();
+                }
+            }
+        }
+        if let Ok(busy) = self.busy.lock()
+            && let Ok(mut retired) = self.retired_before.lock()
+        {
+            for (key, _) in busy.values().filter(|(key, _)| matches(key)) {
+                retired.insert((key.function.clone(), key.version.clone()), now);
+            }
+        }
+    }
+
+    fn is_retired(&self, key: &PoolKey, env: &Environment) -> bool {
+        self.retired_before
+            .lock()
+            .ok()
+            .and_then(|retired| {
+                retired
+                    .get(&(key.function.clone(), key.version.clone()))
+                    .copied()
+            })
+            .is_some_and(|before| env.started < before)
     }
 
     fn take_idle(&self, key: &PoolKey) -> Option<Arc<Environment>> {
@@ -174,7 +224,18 @@ impl Worker {
         &self,
         config: &FunctionConfig,
         task_root: &Path,
+        layer_roots: &[PathBuf],
     ) -> Result<Result<Arc<Environment>, String>, WorkerError> {
+        let opt = if layer_roots.is_empty() {
+            None
+        } else {
+            let opt_root = self.config.opt_root.clone();
+            let layers = layer_roots.to_vec();
+            let built = tokio::task::spawn_blocking(move || launch::build_opt(&opt_root, &layers))
+                .await
+                .map_err(std::io::Error::other)?;
+            Some(built?)
+        };
         let log_stream = format!(
             "{}/[{}]{}",
             log_stream_date(),
@@ -186,6 +247,7 @@ impl Worker {
                 &self.hosts,
                 config,
                 task_root,
+                opt.as_deref(),
                 &self.config.region,
                 &log_stream,
                 address,
@@ -373,7 +435,7 @@ impl Worker {
             );
         }
         if let Ok(busy) = self.busy.lock() {
-            all.extend(busy.values().cloned());
+            all.extend(busy.values().map(|(_, env)| env.clone()));
         }
         for env in &all {
             env.kill();

@@ -117,6 +117,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             region: args.region.clone(),
             idle_timeout: Duration::from_secs(args.idle_timeout),
             max_concurrency: args.max_concurrency,
+            opt_root: data_dir.join("opt"),
         },
         hosts,
     );

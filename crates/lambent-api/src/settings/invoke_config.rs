@@ -1,0 +1,290 @@
+//! Asynchronous invocation settings: Put/Update/Get/Delete/ListFunctionEventInvokeConfig[s].
+//!
+//! Stored per qualifier (`$LATEST` when none) as AWS's shape without `FunctionArn`; the
+//! async invoker reads `MaximumRetryAttempts` (default 2), `MaximumEventAgeInSeconds`
+//! (default 21600) and `DestinationConfig`.
+
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use lambent_store::kinds;
+use lambent_types::{FunctionRef, Qualifier};
+
+use super::{check_range, epoch_now, list_reply, modify, paginate, require};
+use crate::functions::function_ref;
+use crate::{ApiError, ApiReply, ApiRequest, ApiState};
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct InvokeConfigInput {
+    pub maximum_retry_attempts: Option<i64>,
+    pub maximum_event_age_in_seconds: Option<i64>,
+    pub destination_config: Option<DestinationsInput>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DestinationsInput {
+    pub on_success: Option<DestinationInput>,
+    pub on_failure: Option<DestinationInput>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DestinationInput {
+    pub destination: Option<String>,
+}
+
+/// Checks a destination ARN: an SQS queue, SNS topic, Lambda function or EventBridge bus (and
+/// S3 bucket for failures), as AWS allows.
+pub(crate) fn validate_destination(arn: &str, on_failure: bool) -> Result<(), ApiError> {
+    if arn.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let shaped =
+        arn.len() <= 350 && parts.len() == 6 && parts[0] == "arn" && parts[1].starts_with("aws");
+    if !shaped {
+        return Err(ApiError::invalid(format!(
+            "1 validation error detected: Value '{arn}' at 'destinationConfig.{}.destination' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: ^$|arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\\-])+:([a-z]{{2}}(-gov)?-[a-z]+-\\d{{1}})?:(\\d{{12}})?:(.*)",
+            if on_failure { "onFailure" } else { "onSuccess" }
+        )));
+    }
+    let supported =
+        matches!(parts[2], "sqs" | "sns" | "lambda" | "events") || (on_failure && parts[2] == "s3");
+    if !supported {
+        return Err(ApiError::invalid(format!(
+            "The provided destination config DestinationConfig(onSuccess=..., onFailure=...) is invalid: {arn} is not \
+             an SQS queue, SNS topic, Lambda function or EventBridge event bus{}",
+            if on_failure { " or S3 bucket" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
+/// Applies (merge) or replaces settings on a stored document, validating ranges.
+pub(crate) fn apply(
+    current: Option<&Value>,
+    input: &InvokeConfigInput,
+    merge: bool,
+) -> Result<Value, ApiError> {
+    let mut doc = match (merge, current) {
+        (true, Some(current)) => current.clone(),
+        _ => json!({}),
+    };
+    if let Some(retries) = input.maximum_retry_attempts {
+        check_range(retries, "maximumRetryAttempts", 0, 2)?;
+        doc["MaximumRetryAttempts"] = json!(retries);
+    }
+    if let Some(age) = input.maximum_event_age_in_seconds {
+        check_range(age, "maximumEventAgeInSeconds", 60, 21600)?;
+        doc["MaximumEventAgeInSeconds"] = json!(age);
+    }
+    let mut destinations = doc
+        .get("DestinationConfig")
+        .cloned()
+        .unwrap_or_else(|| json!({ "OnSuccess": {}, "OnFailure": {} }));
+    if let Some(config) = &input.destination_config {
+        for (key, given, on_failure) in [
+            ("OnSuccess", &config.on_success, false),
+            ("OnFailure", &config.on_failure, true),
+        ] {
+            let destination = given.as_ref().and_then(|d| d.destination.clone());
+            if let Some(arn) = &destination {
+                validate_destination(arn, on_failure)?;
+            }
+            if given.is_some() || !merge {
+                destinations[key] = match destination.filter(|d| !d.is_empty()) {
+                    Some(arn) => json!({ "Destination": arn }),
+                    None => json!({}),
+                };
+            }
+        }
+    }
+    doc["DestinationConfig"] = destinations;
+    doc["LastModified"] = json!(epoch_now());
+    Ok(doc)
+}
+
+fn qualified(
+    req: &ApiRequest,
+    state: &ApiState,
+    label: &str,
+) -> Result<(FunctionRef, String), ApiError> {
+    let function = function_ref(req, label)?;
+    require(state, &function)?;
+    let qualifier = function.qualifier_or_latest().to_string();
+    Ok((function, qualifier))
+}
+
+fn output(state: &ApiState, function: &str, qualifier: &str, doc: &Value) -> Value {
+    let mut out = doc.clone();
+    out["FunctionArn"] = json!(format!("{}:{qualifier}", state.arns.function_arn(function)));
+    out
+}
+
+fn not_found(state: &ApiState, function: &str, qualifier: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "The function {}:{qualifier} doesn't have an EventInvokeConfig",
+        state.arns.function_arn(function)
+    ))
+}
+
+/// PutFunctionEventInvokeConfig (PUT, replaces) and UpdateFunctionEventInvokeConfig (POST,
+/// merges into an existing config) on /2019-09-25/functions/{Fn}/event-invoke-config → 200.
+pub(crate) fn put(
+    req: &ApiRequest,
+    state: &ApiState,
+    label: &str,
+    merge: bool,
+) -> Result<ApiReply, ApiError> {
+    let input: InvokeConfigInput = req.json()?;
+    let (function, qualifier) = qualified(req, state, label)?;
+    let missing = not_found(state, &function.name, &qualifier);
+    let doc = modify(
+        state,
+        kinds::EVENT_INVOKE_CONFIG,
+        &function.name,
+        &qualifier,
+        &mut |current| {
+            if merge && current.is_none() {
+                return Err(missing.clone());
+            }
+            apply(current.as_ref(), &input, merge).map(Some)
+        },
+    )?
+    .unwrap_or_default();
+    Ok(ApiReply::json(
+        StatusCode::OK,
+        &output(state, &function.name, &qualifier, &doc),
+    ))
+}
+
+/// GetFunctionEventInvokeConfig → 200.
+pub(crate) fn get(req: &ApiRequest, state: &ApiState, label: &str) -> Result<ApiReply, ApiError> {
+    let (function, qualifier) = qualified(req, state, label)?;
+    let doc = state
+        .store
+        .get_document(kinds::EVENT_INVOKE_CONFIG, &function.name, &qualifier)?
+        .ok_or_else(|| not_found(state, &function.name, &qualifier))?;
+    Ok(ApiReply::json(
+        StatusCode::OK,
+        &output(state, &function.name, &qualifier, &doc),
+    ))
+}
+
+/// DeleteFunctionEventInvokeConfig → 204.
+pub(crate) fn delete(
+    req: &ApiRequest,
+    state: &ApiState,
+    label: &str,
+) -> Result<ApiReply, ApiError> {
+    let (function, qualifier) = qualified(req, state, label)?;
+    let missing = not_found(state, &function.name, &qualifier);
+    modify(
+        state,
+        kinds::EVENT_INVOKE_CONFIG,
+        &function.name,
+        &qualifier,
+        &mut |current| match current {
+            Some(_) => Ok(None),
+            None => Err(missing.clone()),
+        },
+    )?;
+    Ok(ApiReply::empty(StatusCode::NO_CONTENT))
+}
+
+/// ListFunctionEventInvokeConfigs: GET …/event-invoke-config/list → 200.
+pub(crate) fn list(req: &ApiRequest, state: &ApiState, label: &str) -> Result<ApiReply, ApiError> {
+    let function = function_ref(req, label)?;
+    if function.qualifier.is_some() {
+        return Err(ApiError::invalid(
+            "ListFunctionEventInvokeConfigs takes an unqualified function name",
+        ));
+    }
+    require(state, &function)?;
+    let mut items: Vec<(String, Value)> = state
+        .store
+        .list_documents(kinds::EVENT_INVOKE_CONFIG, Some(&function.name))?
+        .into_iter()
+        .map(|(_, key, doc)| (key, doc))
+        .collect();
+    // $LATEST first, then versions by number, then aliases.
+    items.sort_by_key(|(key, _)| match Qualifier::parse(key) {
+        Ok(Qualifier::Latest) => (0, 0, String::new()),
+        Ok(Qualifier::Version(n)) => (1, n, String::new()),
+        _ => (2, 0, key.clone()),
+    });
+    let items = items
+        .into_iter()
+        .map(|(key, doc)| output(state, &function.name, &key, &doc))
+        .collect();
+    let (page, next) = paginate(req, items, 50)?;
+    Ok(list_reply("FunctionEventInvokeConfigs", page, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(retries: Option<i64>, age: Option<i64>) -> InvokeConfigInput {
+        InvokeConfigInput {
+            maximum_retry_attempts: retries,
+            maximum_event_age_in_seconds: age,
+            destination_config: None,
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert!(apply(None, &input(Some(0), Some(60)), false).is_ok());
+        assert!(apply(None, &input(Some(2), Some(21600)), false).is_ok());
+        assert!(apply(None, &input(Some(3), None), false).is_err());
+        assert!(apply(None, &input(Some(-1), None), false).is_err());
+        assert!(apply(None, &input(None, Some(59)), false).is_err());
+        assert!(apply(None, &input(None, Some(21601)), false).is_err());
+    }
+
+    #[test]
+    fn put_replaces_update_merges() {
+        let mut first = input(Some(1), Some(120));
+        first.destination_config = Some(DestinationsInput {
+            on_success: None,
+            on_failure: Some(DestinationInput {
+                destination: Some("arn:aws:sqs:us-east-1:000000000000:dlq".into()),
+            }),
+        });
+        let doc = apply(None, &first, false).unwrap();
+        assert_eq!(
+            doc["DestinationConfig"]["OnFailure"]["Destination"],
+            "arn:aws:sqs:us-east-1:000000000000:dlq"
+        );
+        assert!(doc["LastModified"].is_f64());
+        let merged = apply(Some(&doc), &input(Some(0), None), true).unwrap();
+        assert_eq!(merged["MaximumRetryAttempts"], 0);
+        assert_eq!(merged["MaximumEventAgeInSeconds"], 120);
+        assert_eq!(
+            merged["DestinationConfig"]["OnFailure"]["Destination"],
+            "arn:aws:sqs:us-east-1:000000000000:dlq"
+        );
+        let replaced = apply(Some(&doc), &input(Some(0), None), false).unwrap();
+        assert!(replaced.get("MaximumEventAgeInSeconds").is_none());
+        assert_eq!(
+            replaced["DestinationConfig"],
+            json!({"OnSuccess": {}, "OnFailure": {}})
+        );
+    }
+
+    #[test]
+    fn destinations() {
+        assert!(validate_destination("arn:aws:sns:us-east-1:000000000000:t", false).is_ok());
+        assert!(validate_destination("arn:aws:s3:::bucket", true).is_ok());
+        assert!(validate_destination("arn:aws:s3:::bucket", false).is_err());
+        assert!(
+            validate_destination("arn:aws:dynamodb:us-east-1:000000000000:table/t", false).is_err()
+        );
+        assert!(validate_destination("not-an-arn", false).is_err());
+    }
+}
