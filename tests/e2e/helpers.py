@@ -698,3 +698,63 @@ KINDS = {
 SHARED_MEMORY = 256
 SHARED_TIMEOUT = 10
 SHARED_ENV = {"GREETING": "hello from lambent e2e", "EMPTYISH": "-"}
+
+
+# --------------------------------------------------------------------------
+# versions, aliases, layers and settings tests
+
+
+def py_zip(files: dict) -> bytes:
+    """A Python function zip: each .py entry (str) gets the PID-tracking
+    snippet prepended, so the shutdown test can account for its process."""
+    snippet = PY_PID_SNIPPET.format(pid_dir=str(PID_DIR))
+    out = {}
+    for name, content in files.items():
+        if name.endswith(".py") and isinstance(content, str) and "def handler" in content:
+            content = snippet + "\n" + content
+        out[name] = content
+    return make_zip(out)
+
+
+PY_TAGGED = '''
+TAG = {tag!r}
+
+
+def handler(event, context):
+    return {{"tag": TAG, "function_version": context.function_version,
+            "invoked_function_arn": context.invoked_function_arn}}
+'''
+
+
+def py_tagged_zip(tag: str) -> bytes:
+    """A tiny, fast Python function returning `tag`, the version it runs as
+    and the ARN it was invoked through."""
+    return py_zip({"app.py": PY_TAGGED.format(tag=tag)})
+
+
+def function_arn(name: str, qualifier: str | None = None) -> str:
+    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+    return f"{arn}:{qualifier}" if qualifier else arn
+
+
+def layer_arn(name: str, version: int | None = None) -> str:
+    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}"
+    return f"{arn}:{version}" if version is not None else arn
+
+
+def paginate_all(fn, key: str, page_size: int, **kw) -> tuple[list, int]:
+    """Walk a Marker/MaxItems list op by hand; returns (items, pages)."""
+    items, pages, marker = [], 0, None
+    while True:
+        args = dict(kw, MaxItems=page_size)
+        if marker:
+            args["Marker"] = marker
+        resp = fn(**args)
+        pages += 1
+        page = resp[key]
+        assert len(page) <= page_size, (page_size, page)
+        items.extend(page)
+        marker = resp.get("NextMarker")
+        if not marker:
+            return items, pages
+        assert pages < 100, "pagination does not end"
