@@ -586,3 +586,21 @@ def test_waiters_succeed_immediately(lam):
     ver = lam.publish_version(FunctionName=name)["Version"]
     lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier=ver, WaiterConfig=cfg)
     assert time.monotonic() - start < 5
+
+
+def test_recursion_and_runtime_management_configs(lam):
+    name = h.uniq("rec")
+    h.create_function(lam, name, h.py_zip({"app.py": "def handler(e, c):\n    return 1\n"}), "python3.12", "app.handler")
+    assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Terminate"
+    assert lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Terminate")["RecursiveLoop"] == "Terminate"
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")
+    got = lam.get_runtime_management_config(FunctionName=name)
+    assert got["UpdateRuntimeOn"] == "Auto"
+    assert got["FunctionArn"].endswith(f":function:{name}")
+    lam.put_runtime_management_config(FunctionName=name, UpdateRuntimeOn="Auto")
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_runtime_management_config(FunctionName=name, UpdateRuntimeOn="Manual",
+                                          RuntimeVersionArn="arn:aws:lambda:us-east-1::runtime:abc")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_recursion_config(FunctionName=h.uniq("missing"))

@@ -101,6 +101,18 @@ pub(crate) async fn route(req: &ApiRequest, state: &ApiState, segments: &[&str])
         (&Method::DELETE, ["2020-06-30", "functions", f, "code-signing-config"]) => {
             delete_code_signing(req, state, f)
         }
+        (&Method::GET, ["2024-08-31", "functions", f, "recursion-config"]) => {
+            recursion_config(req, state, f, false)
+        }
+        (&Method::PUT, ["2024-08-31", "functions", f, "recursion-config"]) => {
+            recursion_config(req, state, f, true)
+        }
+        (&Method::GET, ["2021-07-20", "functions", f, "runtime-management-config"]) => {
+            runtime_management(req, state, f, false)
+        }
+        (&Method::PUT, ["2021-07-20", "functions", f, "runtime-management-config"]) => {
+            runtime_management(req, state, f, true)
+        }
         _ => return None,
     })
 }
@@ -286,6 +298,68 @@ fn put_code_signing(req: &ApiRequest, state: &ApiState, label: &str) -> Result<A
     unqualified_function(req, state, label)?;
     Err(ApiError::invalid(
         "Lambent does not support code signing; functions run without a CodeSigningConfig",
+    ))
+}
+
+/// Get/PutFunctionRecursionConfig: Lambent has no recursion detection, so the only setting it
+/// honours is AWS's default `Terminate`; `Allow` is refused rather than silently ignored.
+fn recursion_config(
+    req: &ApiRequest,
+    state: &ApiState,
+    label: &str,
+    put: bool,
+) -> Result<ApiReply, ApiError> {
+    unqualified_function(req, state, label)?;
+    if put {
+        let body: Value = req.json()?;
+        match body["RecursiveLoop"].as_str() {
+            Some("Terminate") => {}
+            Some("Allow") => {
+                return Err(ApiError::invalid(
+                    "Lambent has no recursive-loop detection; only RecursiveLoop=Terminate (the default) is accepted",
+                ));
+            }
+            other => check_enum(
+                other.unwrap_or(""),
+                "recursiveLoop",
+                &["Allow", "Terminate"],
+            )?,
+        }
+    }
+    Ok(ApiReply::json(
+        StatusCode::OK,
+        &json!({ "RecursiveLoop": "Terminate" }),
+    ))
+}
+
+/// Get/PutRuntimeManagementConfig: runtimes always follow the host's interpreter, which is
+/// AWS's `Auto` mode; other modes are refused.
+fn runtime_management(
+    req: &ApiRequest,
+    state: &ApiState,
+    label: &str,
+    put: bool,
+) -> Result<ApiReply, ApiError> {
+    let function = function_ref(req, label)?;
+    crate::functions::resolve(state, &function)?;
+    if put {
+        let body: Value = req.json()?;
+        let mode = body["UpdateRuntimeOn"].as_str().unwrap_or("");
+        check_enum(
+            mode,
+            "updateRuntimeOn",
+            &["Auto", "FunctionUpdate", "Manual"],
+        )?;
+        if mode != "Auto" {
+            return Err(ApiError::invalid(
+                "Lambent runs managed runtimes on the host's interpreter; only UpdateRuntimeOn=Auto is supported",
+            ));
+        }
+    }
+    let arn = arn_of(state, &function.name, function.qualifier.as_ref());
+    Ok(ApiReply::json(
+        StatusCode::OK,
+        &json!({ "UpdateRuntimeOn": "Auto", "FunctionArn": arn }),
     ))
 }
 
