@@ -2,6 +2,7 @@
 resource policies, tags, async invoke config, function URL config, event
 source mappings, code signing config and the botocore waiters."""
 
+import base64
 import datetime
 import json
 import re
@@ -604,3 +605,55 @@ def test_recursion_and_runtime_management_configs(lam):
                                           RuntimeVersionArn="arn:aws:lambda:us-east-1::runtime:abc")
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function_recursion_config(FunctionName=h.uniq("missing"))
+
+
+PROVISIONED_APP = """
+import os
+STARTED = __import__("time").time()
+def handler(event, context):
+    return {"init_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"), "pid": os.getpid(), "started": STARTED}
+"""
+
+
+def wait_for_status(lam, name, qualifier, wanted, timeout=20.0):
+    deadline = time.time() + timeout
+    got = None
+    while time.time() < deadline:
+        got = lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
+        if got["Status"] == wanted:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"status never became {wanted}: {got}")
+
+
+def test_provisioned_concurrency_initializes_environments_before_invokes(lam):
+    name = h.uniq("pc-warm")
+    h.create_function(lam, name, h.py_zip({"app.py": PROVISIONED_APP}), "python3.12", "app.handler")
+    lam.publish_version(FunctionName=name)
+    put = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=2)
+    assert put["Status"] == "IN_PROGRESS"
+    ready = wait_for_status(lam, name, "1", "READY")
+    assert ready["AvailableProvisionedConcurrentExecutions"] == 2
+    assert ready["AllocatedProvisionedConcurrentExecutions"] == 2
+    before = time.time()
+    resp, body = h.invoke_ok(lam, name, {}, Qualifier="1", LogType="Tail")
+    assert body["init_type"] == "provisioned-concurrency"
+    assert body["started"] < before, "the environment was initialized before the invoke arrived"
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert "Init Duration" not in log, log
+    # $LATEST still starts on demand
+    _, latest = h.invoke_ok(lam, name, {})
+    assert latest["init_type"] == "on-demand"
+    listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
+    assert [c["Status"] for c in listed] == ["READY"]
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+
+
+def test_provisioned_concurrency_reports_failed_init(lam):
+    name = h.uniq("pc-fail")
+    h.create_function(lam, name, h.py_zip({"app.py": "import not_a_module\n"}), "python3.12", "app.handler")
+    lam.publish_version(FunctionName=name)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
+    failed = wait_for_status(lam, name, "1", "FAILED")
+    assert failed["AvailableProvisionedConcurrentExecutions"] == 0
+    assert "StatusReason" in failed

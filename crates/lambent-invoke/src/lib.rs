@@ -191,6 +191,67 @@ impl Invoker {
         }
     }
 
+    /// The unpacked code tree of a configuration and those of its layers, in order.
+    fn code_roots(
+        &self,
+        config: &lambent_types::FunctionConfig,
+    ) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+        let layers = config
+            .layers
+            .iter()
+            .map(|layer| self.code.task_root(&layer.code_sha256_hex))
+            .collect();
+        (self.code.task_root(&config.code_sha256_hex), layers)
+    }
+
+    /// The published version a provisioned-concurrency qualifier (a version or an alias's
+    /// main version) stands for.
+    fn provisioned_config(
+        &self,
+        function: &FunctionRef,
+    ) -> Result<lambent_types::FunctionConfig, InvokeError> {
+        let version = match function.qualifier_or_latest() {
+            Qualifier::Alias(alias) => self
+                .store
+                .get_document(kinds::ALIAS, &function.name, &alias)
+                .map_err(|e| InvokeError::Internal(e.to_string()))?
+                .and_then(|doc| doc["FunctionVersion"].as_str().map(str::to_string))
+                .ok_or_else(|| InvokeError::NotFound(format!("Alias not found: {alias}")))?,
+            other => other.to_string(),
+        };
+        self.store
+            .get_function(&function.name, &version)
+            .map_err(|e| InvokeError::NotFound(e.to_string()))
+    }
+
+    /// Brings a version's (or an alias's version's) initialized provisioned environments up
+    /// to `count`; returns how many are ready.
+    pub async fn provision(
+        &self,
+        function: &FunctionRef,
+        count: usize,
+    ) -> Result<usize, InvokeError> {
+        let config = self.provisioned_config(function)?;
+        let (task_root, layer_roots) = self.code_roots(&config);
+        Ok(self
+            .worker
+            .provision(&config, &task_root, &layer_roots, count)
+            .await)
+    }
+
+    /// How many provisioned environments of a version (or an alias's version) are ready now.
+    pub fn provisioned_ready(&self, function: &FunctionRef) -> Result<usize, InvokeError> {
+        let config = self.provisioned_config(function)?;
+        Ok(self.worker.provisioned_ready(&config.name, &config.version))
+    }
+
+    /// Ends provisioned concurrency for a version (or an alias's version).
+    pub fn unprovision(&self, function: &FunctionRef) -> Result<(), InvokeError> {
+        let config = self.provisioned_config(function)?;
+        self.worker.unprovision(&config.name, &config.version);
+        Ok(())
+    }
+
     /// Retires the environments of a function version (all versions with `None`) after its
     /// code or configuration changed or it was deleted.
     pub fn retire(&self, function: &str, version: Option<&str>) {
@@ -280,12 +341,7 @@ impl Invoker {
             want_log_tail: request.log_tail,
         };
         let _reservation = self.reserve(&config.name)?;
-        let task_root = self.code.task_root(&config.code_sha256_hex);
-        let layer_roots: Vec<_> = config
-            .layers
-            .iter()
-            .map(|layer| self.code.task_root(&layer.code_sha256_hex))
-            .collect();
+        let (task_root, layer_roots) = self.code_roots(config);
         self.worker
             .invoke(config, &task_root, &layer_roots, &invocation)
             .await

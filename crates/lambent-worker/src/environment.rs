@@ -34,6 +34,7 @@ pub struct Environment {
     status: watch::Receiver<EnvStatus>,
     server: tokio::task::JoinHandle<()>,
     killed: AtomicBool,
+    provisioned: AtomicBool,
 }
 
 /// How an invocation ended inside an environment.
@@ -122,12 +123,32 @@ impl Environment {
             status: status_rx,
             server,
             killed: AtomicBool::new(false),
+            provisioned: AtomicBool::new(false),
         })))
     }
 
     /// True while the environment may take another invocation.
     pub fn is_alive(&self) -> bool {
         !self.killed.load(Ordering::Relaxed) && !self.status.borrow().is_terminal()
+    }
+
+    /// Marks (or unmarks) the environment as provisioned concurrency: kept warm, never reaped idle.
+    pub fn set_provisioned(&self, provisioned: bool) {
+        self.provisioned.store(provisioned, Ordering::Relaxed);
+    }
+
+    /// True while the environment serves provisioned concurrency.
+    pub fn is_provisioned(&self) -> bool {
+        self.provisioned.load(Ordering::Relaxed)
+    }
+
+    /// Waits (up to `limit`) for the runtime's first `/next`; false if it failed or took too long.
+    pub async fn wait_initialized(&self, limit: Duration) -> bool {
+        let mut status = self.status.clone();
+        matches!(
+            tokio::time::timeout(limit, status.wait_for(|s| *s != EnvStatus::Initializing)).await,
+            Ok(Ok(ref s)) if **s == EnvStatus::Ready
+        )
     }
 
     /// True once the runtime has asked for work at least once.

@@ -127,7 +127,7 @@ impl Worker {
         let (env, cold_start) = match self.take_idle(&key) {
             Some(env) => (env, false),
             None => match self
-                .start_environment(config, task_root, layer_roots)
+                .start_environment(config, task_root, layer_roots, "on-demand")
                 .await?
             {
                 Ok(env) => (env, true),
@@ -157,6 +157,111 @@ impl Worker {
             env.kill();
         }
         Ok(result)
+    }
+
+    /// Brings the provisioned environments of a published version up to `count`: starts the
+    /// missing ones with `AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency`, waits for
+    /// their init, and parks them warm (they are never reaped for idleness). Returns how many
+    /// are initialized and ready now.
+    pub async fn provision(
+        &self,
+        config: &FunctionConfig,
+        task_root: &Path,
+        layer_roots: &[PathBuf],
+        count: usize,
+    ) -> usize {
+        let key = PoolKey {
+            function: config.name.clone(),
+            version: config.version.clone(),
+            revision: config.revision_id.clone(),
+        };
+        let ready = self.provisioned_ready(&config.name, &config.version);
+        if ready > count {
+            self.shrink_provisioned(&key, ready - count);
+        }
+        let missing = count.saturating_sub(ready);
+        let starts = (0..missing).map(|_| async {
+            let env = match self
+                .start_environment(config, task_root, layer_roots, "provisioned-concurrency")
+                .await
+            {
+                Ok(Ok(env)) => env,
+                Ok(Err(message)) => {
+                    tracing::warn!(function = %config.name, "provisioned environment failed: {message}");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(function = %config.name, "provisioned environment failed: {e}");
+                    return;
+                }
+            };
+            if !env.wait_initialized(crate::environment::INIT_TIMEOUT).await {
+                tracing::warn!(function = %config.name, env = %env.id, "provisioned environment failed to initialize");
+                env.kill();
+                return;
+            }
+            env.set_provisioned(true);
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.entry(key.clone()).or_default().push(IdleEnv {
+                    env,
+                    since: Instant::now(),
+                });
+            }
+        });
+        futures_util::future::join_all(starts).await;
+        self.provisioned_ready(&config.name, &config.version)
+    }
+
+    /// Turns `excess` idle provisioned environments of a pool back into ordinary ones.
+    fn shrink_provisioned(&self, key: &PoolKey, excess: usize) {
+        if let Ok(idle) = self.idle.lock() {
+            idle.iter()
+                .filter(|(k, _)| k.function == key.function && k.version == key.version)
+                .flat_map(|(_, envs)| envs)
+                .filter(|entry| entry.env.is_provisioned())
+                .take(excess)
+                .for_each(|entry| entry.env.set_provisioned(false));
+        }
+    }
+
+    /// How many initialized provisioned environments a function version has (idle or busy).
+    pub fn provisioned_ready(&self, function: &str, version: &str) -> usize {
+        let matches = |key: &PoolKey, env: &Environment| {
+            key.function == function
+                && key.version == version
+                && env.is_provisioned()
+                && env.is_alive()
+        };
+        let idle = self.idle.lock().map_or(0, |idle| {
+            idle.iter()
+                .flat_map(|(key, envs)| envs.iter().map(move |e| (key, e)))
+                .filter(|(key, entry)| matches(key, &entry.env))
+                .count()
+        });
+        let busy = self.busy.lock().map_or(0, |busy| {
+            busy.values().filter(|(key, env)| matches(key, env)).count()
+        });
+        idle + busy
+    }
+
+    /// Ends provisioned concurrency for a function version: its environments become ordinary
+    /// ones, reaped when idle.
+    pub fn unprovision(&self, function: &str, version: &str) {
+        let matches = |key: &PoolKey| key.function == function && key.version == version;
+        if let Ok(idle) = self.idle.lock() {
+            for entry in idle
+                .iter()
+                .filter(|(k, _)| matches(k))
+                .flat_map(|(_, envs)| envs)
+            {
+                entry.env.set_provisioned(false);
+            }
+        }
+        if let Ok(busy) = self.busy.lock() {
+            for (_, env) in busy.values().filter(|(k, _)| matches(k)) {
+                env.set_provisioned(false);
+            }
+        }
     }
 
     /// Retires the environments of a function (one version, or all when `version` is `None`)
@@ -225,6 +330,7 @@ impl Worker {
         config: &FunctionConfig,
         task_root: &Path,
         layer_roots: &[PathBuf],
+        initialization_type: &str,
     ) -> Result<Result<Arc<Environment>, String>, WorkerError> {
         let opt = if layer_roots.is_empty() {
             None
@@ -252,6 +358,14 @@ impl Worker {
                 &log_stream,
                 address,
             )
+            .map(|mut plan| {
+                for (key, value) in &mut plan.env {
+                    if key == "AWS_LAMBDA_INITIALIZATION_TYPE" {
+                        *value = initialization_type.to_string();
+                    }
+                }
+                plan
+            })
         })
         .await;
         match started {
@@ -408,7 +522,8 @@ impl Worker {
         };
         for envs in idle.values_mut() {
             envs.retain(|entry| {
-                let keep = entry.since.elapsed() < limit && entry.env.is_alive();
+                let keep = entry.env.is_alive()
+                    && (entry.env.is_provisioned() || entry.since.elapsed() < limit);
                 if !keep {
                     tracing::debug!(env = %entry.env.id, "reaping idle environment");
                     entry.env.kill();

@@ -185,10 +185,6 @@ struct ProvisionedInput {
     provisioned_concurrent_executions: Option<i64>,
 }
 
-/// What Lambent says about provisioned concurrency it has not initialized.
-const NOT_WARMED: &str = "Lambent records provisioned concurrency but does not pre-initialize environments yet; \
-                          the configuration stays IN_PROGRESS with 0 allocated";
-
 /// PutProvisionedConcurrencyConfig: PUT /2019-09-30/functions/{Fn}/provisioned-concurrency?Qualifier → 202.
 pub(crate) fn put_provisioned(
     req: &ApiRequest,
@@ -245,7 +241,6 @@ pub(crate) fn put_provisioned(
         "AllocatedProvisionedConcurrentExecutions": 0,
         "AvailableProvisionedConcurrentExecutions": 0,
         "Status": "IN_PROGRESS",
-        "StatusReason": NOT_WARMED,
         "LastModified": iso_now(),
     });
     state.store.modify_document(
@@ -255,7 +250,78 @@ pub(crate) fn put_provisioned(
         &mut |_| Ok(Some(doc.clone())),
     )?;
     tracing::info!(function = %function.name, %qualifier, requested, "provisioned concurrency configured");
+    start_provisioning(state, function, qualifier, requested);
     Ok(ApiReply::json(StatusCode::ACCEPTED, &doc))
+}
+
+/// Initializes the environments in the background; a shortfall marks the config FAILED.
+fn start_provisioning(
+    state: &ApiState,
+    function: FunctionRef,
+    qualifier: String,
+    requested: usize,
+) {
+    let invoker = state.invoker.clone();
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let ready = match invoker.provision(&function, requested).await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::warn!(function = %function.name, "provisioning failed: {e}");
+                0
+            }
+        };
+        if ready >= requested {
+            tracing::info!(function = %function.name, %qualifier, ready, "provisioned concurrency ready");
+            return;
+        }
+        let reason = format!(
+            "Only {ready} of {requested} environments initialized; see the server log for the function's init errors"
+        );
+        let marked = store.modify_document(
+            kinds::PROVISIONED_CONCURRENCY,
+            &function.name,
+            &qualifier,
+            &mut |current| {
+                Ok(current.map(|mut doc| {
+                    if doc["RequestedProvisionedConcurrentExecutions"].as_u64()
+                        == Some(requested as u64)
+                    {
+                        doc["Status"] = json!("FAILED");
+                        doc["StatusReason"] = json!(reason);
+                    }
+                    doc
+                }))
+            },
+        );
+        if let Err(e) = marked {
+            tracing::warn!(function = %function.name, "could not record the provisioning failure: {e}");
+        }
+    });
+}
+
+/// The stored config with the live count of initialized environments: READY only when that
+/// many are actually up.
+fn with_live_status(state: &ApiState, function: &FunctionRef, mut doc: Value) -> Value {
+    let requested = doc["RequestedProvisionedConcurrentExecutions"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    let ready = state
+        .invoker
+        .provisioned_ready(function)
+        .unwrap_or(0)
+        .min(requested);
+    doc["AllocatedProvisionedConcurrentExecutions"] = json!(ready);
+    doc["AvailableProvisionedConcurrentExecutions"] = json!(ready);
+    if ready >= requested {
+        doc["Status"] = json!("READY");
+        if let Some(map) = doc.as_object_mut() {
+            map.remove("StatusReason");
+        }
+    } else if doc["Status"] != "FAILED" {
+        doc["Status"] = json!("IN_PROGRESS");
+    }
+    doc
 }
 
 fn not_configured(state: &ApiState, function: &FunctionRef) -> ApiError {
@@ -276,7 +342,10 @@ pub(crate) fn get_provisioned(
         .store
         .get_document(kinds::PROVISIONED_CONCURRENCY, &function.name, &qualifier)?
         .ok_or_else(|| not_configured(state, &function))?;
-    Ok(ApiReply::json(StatusCode::OK, &doc))
+    Ok(ApiReply::json(
+        StatusCode::OK,
+        &with_live_status(state, &function, doc),
+    ))
 }
 
 /// DeleteProvisionedConcurrencyConfig: DELETE …/provisioned-concurrency?Qualifier → 204.
@@ -297,6 +366,9 @@ pub(crate) fn delete_provisioned(
             None => Err(missing.clone()),
         },
     )?;
+    if let Err(e) = state.invoker.unprovision(&function) {
+        tracing::debug!(function = %function.name, "nothing to unprovision: {e}");
+    }
     Ok(ApiReply::empty(StatusCode::NO_CONTENT))
 }
 
@@ -320,7 +392,12 @@ pub(crate) fn list_provisioned(
         .store
         .list_documents(kinds::PROVISIONED_CONCURRENCY, Some(&function.name))?
         .into_iter()
-        .map(|(_, key, mut doc)| {
+        .map(|(_, key, doc)| {
+            let target = FunctionRef {
+                name: function.name.clone(),
+                qualifier: Qualifier::parse(&key).ok(),
+            };
+            let mut doc = with_live_status(state, &target, doc);
             let arn = format!("{}:{key}", state.arns.function_arn(&function.name));
             doc["FunctionArn"] = json!(arn);
             doc
