@@ -158,7 +158,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError>;
     /// Deletes a function, all its versions and every document scoped to it.
     fn delete_function(&self, name: &str) -> Result<(), StoreError>;
-    /// Number of functions and the total size of their code.
+    /// Number of functions and the total size of the code of all their versions.
     fn usage(&self) -> Result<(u64, u64), StoreError>;
     /// Adds an access key.
     fn put_access_key(&self, key: &AccessKey) -> Result<(), StoreError>;

@@ -433,8 +433,8 @@ impl Store for SqliteStore {
     fn usage(&self) -> Result<(u64, u64), StoreError> {
         let conn = self.conn()?;
         let (count, size): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(json_extract(config, '$.code_size')), 0) \
-             FROM function_versions",
+            "SELECT (SELECT COUNT(*) FROM functions), \
+             COALESCE(SUM(json_extract(config, '$.code_size')), 0) FROM function_versions",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
@@ -565,6 +565,7 @@ mod tests {
             })
             .unwrap();
         let v2 = store.publish_version("f", None, None, None).unwrap();
+        assert_eq!(store.usage().unwrap(), (1, 30), "one function, three stored versions");
         assert_eq!((v2.version.as_str(), v2.timeout), ("2", 30));
         assert_eq!(
             store.get_function("f", "1").unwrap().timeout,
