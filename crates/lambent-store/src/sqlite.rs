@@ -565,7 +565,11 @@ mod tests {
             })
             .unwrap();
         let v2 = store.publish_version("f", None, None, None).unwrap();
-        assert_eq!(store.usage().unwrap(), (1, 30), "one function, three stored versions");
+        assert_eq!(
+            store.usage().unwrap(),
+            (1, 30),
+            "one function, three stored versions"
+        );
         assert_eq!((v2.version.as_str(), v2.timeout), ("2", 30));
         assert_eq!(
             store.get_function("f", "1").unwrap().timeout,

@@ -30,6 +30,8 @@ pub struct Environment {
     pub logs: Arc<LogCapture>,
     /// When the process was started.
     pub started: Instant,
+    /// The log stream this environment writes (`YYYY/MM/DD/[version]<id>`).
+    pub log_stream: String,
     deliveries: mpsc::Sender<Delivery>,
     status: watch::Receiver<EnvStatus>,
     server: tokio::task::JoinHandle<()>,
@@ -62,6 +64,7 @@ impl Environment {
     /// `make_plan` receives the `host:port` of that listener.
     pub async fn start<E>(
         label: &str,
+        log_stream: &str,
         make_plan: impl FnOnce(&str) -> Result<LaunchPlan, E>,
     ) -> Result<Result<Arc<Self>, E>, std::io::Error> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -119,6 +122,7 @@ impl Environment {
             pid,
             logs,
             started: Instant::now(),
+            log_stream: log_stream.to_string(),
             deliveries: delivery_tx,
             status: status_rx,
             server,

@@ -49,6 +49,23 @@ pub struct InvocationResult {
     pub log_tail: Option<String>,
     /// True when this invocation started a new environment.
     pub cold_start: bool,
+    /// Measurements of the invocation, as its REPORT line gives them.
+    pub report: InvocationReport,
+}
+
+/// What a REPORT line says about one invocation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InvocationReport {
+    /// The invoke phase (from hand-out to the runtime until its answer).
+    pub duration: std::time::Duration,
+    /// Billed duration: the duration rounded up to the next millisecond.
+    pub billed_ms: u64,
+    /// The init phase, on a cold start.
+    pub init_duration: Option<std::time::Duration>,
+    /// Configured memory, MB.
+    pub memory_size_mb: u32,
+    /// Peak resident memory of the runtime process, MB.
+    pub max_memory_used_mb: u64,
 }
 
 /// Why the worker could not run an invocation at all.

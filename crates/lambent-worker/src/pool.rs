@@ -13,7 +13,7 @@ use lambent_types::FunctionConfig;
 use crate::environment::{Environment, Failure, Outcome};
 use crate::launch::{self, LaunchError, RuntimeHosts};
 use crate::runtime_api::{MAX_RESPONSE_BYTES, Reply, error_document};
-use crate::{Invocation, InvocationResult, WorkerError};
+use crate::{Invocation, InvocationReport, InvocationResult, WorkerError};
 
 /// Settings of the worker.
 #[derive(Debug, Clone)]
@@ -348,7 +348,7 @@ impl Worker {
             config.version,
             uuid::Uuid::new_v4().simple()
         );
-        let started = Environment::start(&config.name, |address| {
+        let started = Environment::start(&config.name, &log_stream, |address| {
             launch::plan(
                 &self.hosts,
                 config,
@@ -370,7 +370,7 @@ impl Worker {
         .await;
         match started {
             Ok(Ok(env)) => {
-                tracing::debug!(function = %config.name, env = %env.id, pid = env.pid, "environment started");
+                tracing::debug!(function = %config.name, env = %env.id, pid = env.pid, log_stream = %env.log_stream, "environment started");
                 Ok(Ok(env))
             }
             Ok(Err(LaunchError::NoBootstrap)) => Ok(Err(LaunchError::NoBootstrap.to_string())),
@@ -408,6 +408,10 @@ impl Worker {
             function_error: true,
             log_tail: invocation.want_log_tail.then_some(log),
             cold_start: true,
+            report: InvocationReport {
+                memory_size_mb: config.memory_size,
+                ..InvocationReport::default()
+            },
         }
     }
 
@@ -486,18 +490,25 @@ impl Worker {
                 )
             }
         };
+        let measured = InvocationReport {
+            duration,
+            billed_ms: (duration.as_secs_f64() * 1000.0).ceil() as u64,
+            init_duration,
+            memory_size_mb: config.memory_size,
+            max_memory_used_mb: env.max_memory_mb(),
+        };
         if !reusable {
             env.kill();
         }
-        let log_tail = if invocation.want_log_tail {
+        if invocation.want_log_tail {
             // Give the log pump a moment to drain what the function wrote before answering.
             tokio::time::sleep(Duration::from_millis(2)).await;
-            if let Some(line) = &status_line {
-                env.logs.append(format!("{line}\n").as_bytes());
-            }
-            env.logs.append(
-                report(config, id, duration, init_duration, env.max_memory_mb()).as_bytes(),
-            );
+        }
+        if let Some(line) = &status_line {
+            env.logs.append(format!("{line}\n").as_bytes());
+        }
+        env.logs.append(report_lines(id, &measured).as_bytes());
+        let log_tail = if invocation.want_log_tail {
             Some(env.logs.take_tail())
         } else {
             env.logs.clear();
@@ -510,6 +521,7 @@ impl Worker {
                 function_error,
                 log_tail,
                 cold_start,
+                report: measured,
             },
             reusable,
         )
@@ -565,20 +577,16 @@ impl Worker {
     }
 }
 
-fn report(
-    config: &FunctionConfig,
-    id: &str,
-    duration: Duration,
-    init: Option<Duration>,
-    max_memory_mb: u64,
-) -> String {
-    let ms = duration.as_secs_f64() * 1000.0;
+/// The END and REPORT lines of an invocation, as Lambda writes them.
+fn report_lines(id: &str, report: &InvocationReport) -> String {
     let mut line = format!(
-        "END RequestId: {id}\nREPORT RequestId: {id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {max_memory_mb} MB\t",
-        ms.ceil() as u64,
-        config.memory_size,
+        "END RequestId: {id}\nREPORT RequestId: {id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+        report.duration.as_secs_f64() * 1000.0,
+        report.billed_ms,
+        report.memory_size_mb,
+        report.max_memory_used_mb,
     );
-    if let Some(init) = init {
+    if let Some(init) = report.init_duration {
         line.push_str(&format!(
             "Init Duration: {:.2} ms\t",
             init.as_secs_f64() * 1000.0
