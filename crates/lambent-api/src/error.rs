@@ -93,8 +93,7 @@ impl ApiError {
         } else {
             "User"
         };
-        let mut body =
-            serde_json::json!({ "Type": kind, "Message": self.message, "message": self.message });
+        let mut body = serde_json::json!({ "Type": kind, "Message": self.message, "message": self.message, "__type": self.code });
         if let Some(reason) = self.reason {
             body["Reason"] = reason.into();
         }

@@ -9,9 +9,11 @@ mod error;
 mod functions;
 mod invoke;
 mod layers;
+mod logs;
 mod settings;
 mod shapes;
 pub mod sigv4;
+mod usage;
 mod versions;
 
 use std::convert::Infallible;
@@ -58,6 +60,8 @@ pub struct ApiState {
     pub auth: AuthMode,
     /// The account's concurrency limit, reported by GetAccountSettings.
     pub concurrency_limit: usize,
+    /// Function logs, for the CloudWatch Logs operations and `lambent logs`.
+    pub logs: Arc<lambent_store::logs::LogStore>,
 }
 
 /// A parsed request handed to an operation.
@@ -244,6 +248,11 @@ async fn dispatch(
         return functions::download_code(state, file).await;
     }
 
+    // Prometheus scrapes are unauthenticated, as exporters usually are.
+    if parts.method == Method::GET && segments.len() == 1 && segments[0] == "metrics" {
+        return Ok(metrics_reply(state));
+    }
+
     if let Some(length) = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -267,6 +276,13 @@ async fn dispatch(
         Err(_) => return Err(ApiError::bad_content("The request body could not be read")),
     };
 
+    // CloudWatch Logs operations (JSON protocol) are signed for service `logs`.
+    let logs_target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| t.starts_with(logs::TARGET_PREFIX))
+        .map(str::to_owned);
     if state.auth == AuthMode::SigV4 {
         let signable = sigv4::SignableRequest {
             method: parts.method.as_str(),
@@ -275,7 +291,12 @@ async fn dispatch(
             headers: &parts.headers,
             body: &body,
         };
-        sigv4::verify(&signable, SystemTime::now(), "lambda", |key| {
+        let service = if logs_target.is_some() {
+            "logs"
+        } else {
+            "lambda"
+        };
+        sigv4::verify(&signable, SystemTime::now(), service, |key| {
             state.store.access_key_secret(key).ok().flatten()
         })
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.aws_code(), e.to_string()))?;
@@ -297,7 +318,22 @@ async fn dispatch(
         host,
         arns: state.arns.clone(),
     };
+    if let Some(target) = logs_target {
+        return Ok(logs::handle(&request, state, &target));
+    }
     route(&request, state).await
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format, version 0.0.4.
+fn metrics_reply(state: &ApiState) -> ApiReply {
+    ApiReply {
+        status: StatusCode::OK,
+        body: Bytes::from(state.invoker.render_metrics()),
+        headers: vec![(
+            hyper::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8".to_string(),
+        )],
+    }
 }
 
 fn operation_hint(segments: &[String]) -> &'static str {
@@ -320,7 +356,13 @@ async fn route(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError>
             Some(answer) => Some(answer),
             None => match layers::route(req, state, &segments).await {
                 Some(answer) => Some(answer),
-                None => settings::route(req, state, &segments).await,
+                None => match settings::route(req, state, &segments).await {
+                    Some(answer) => Some(answer),
+                    None => match usage::route(req, state, &segments).await {
+                        Some(answer) => Some(answer),
+                        None => logs::route(req, state, &segments).await,
+                    },
+                },
             },
         },
     };

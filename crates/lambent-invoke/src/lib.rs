@@ -6,6 +6,8 @@
 //! The async queue of this version lives in memory: events accepted but not yet run are
 //! lost if the server stops. A durable queue replaces it later.
 
+pub mod metering;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ use lambent_store::{CodeStore, Store, StoreError, kinds};
 use lambent_types::names::ArnContext;
 use lambent_types::{FunctionRef, Qualifier, limits};
 use lambent_worker::{Invocation, InvocationResult, Worker, WorkerError};
+
+pub use metering::Metering;
 
 /// How the caller wants the function run (`X-Amz-Invocation-Type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +128,7 @@ pub struct Invoker {
     arns: ArnContext,
     queue: mpsc::UnboundedSender<QueuedEvent>,
     reserved_in_flight: Mutex<HashMap<String, usize>>,
+    metering: Arc<Metering>,
 }
 
 impl Invoker {
@@ -143,9 +148,23 @@ impl Invoker {
             arns,
             queue,
             reserved_in_flight: Mutex::new(HashMap::new()),
+            metering: Metering::new(),
         });
         tokio::spawn(dispatch(Arc::downgrade(&invoker), events, async_settings));
         invoker
+    }
+
+    /// Metrics and usage of every invocation run through this invoker.
+    pub fn metering(&self) -> &Arc<Metering> {
+        &self.metering
+    }
+
+    /// Every metric in the Prometheus text exposition format (0.0.4).
+    pub fn render_metrics(&self) -> String {
+        self.metering.render_prometheus(metering::Gauges {
+            concurrent_executions: self.worker.in_flight(),
+            environments: self.worker.environment_count(),
+        })
     }
 
     /// Validates and runs (or queues) an invocation.
@@ -340,18 +359,31 @@ impl Invoker {
             cognito_identity: None,
             want_log_tail: request.log_tail,
         };
-        let _reservation = self.reserve(&config.name)?;
+        let _reservation = match self.reserve(&config.name) {
+            Err(e @ InvokeError::Throttled(_)) => {
+                self.metering.record_throttle(&config.name);
+                return Err(e);
+            }
+            other => other?,
+        };
         let (task_root, layer_roots) = self.code_roots(config);
-        self.worker
+        match self
+            .worker
             .invoke(config, &task_root, &layer_roots, &invocation)
             .await
-            .map_err(|e| match e {
-                WorkerError::Throttled => {
-                    InvokeError::Throttled("ConcurrentInvocationLimitExceeded")
-                }
-                WorkerError::ShuttingDown => InvokeError::Unavailable(e.to_string()),
-                WorkerError::Platform(_) => InvokeError::Internal(e.to_string()),
-            })
+        {
+            Ok(result) => {
+                self.metering
+                    .record_invocation(&config.name, &config.version, &result);
+                Ok(result)
+            }
+            Err(WorkerError::Throttled) => {
+                self.metering.record_throttle(&config.name);
+                Err(InvokeError::Throttled("ConcurrentInvocationLimitExceeded"))
+            }
+            Err(e @ WorkerError::ShuttingDown) => Err(InvokeError::Unavailable(e.to_string())),
+            Err(e @ WorkerError::Platform(_)) => Err(InvokeError::Internal(e.to_string())),
+        }
     }
 }
 

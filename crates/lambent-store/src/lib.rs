@@ -2,6 +2,7 @@
 //! SQLite implementation, and [`CodeStore`], the content-addressed store of code zips.
 
 mod code;
+pub mod logs;
 mod sqlite;
 
 pub use code::{CodeError, CodeStore, StoredCode};
@@ -63,6 +64,9 @@ pub mod kinds {
     pub const LAYER: &str = "layer";
     /// An event-source mapping (scope: `""`, key: UUID).
     pub const EVENT_SOURCE_MAPPING: &str = "event-source-mapping";
+    /// Usage of a function in one minute (key: the minute's epoch seconds, zero-padded to 12
+    /// digits). Kept after the function is deleted, like Lambda's CloudWatch metrics.
+    pub const USAGE: &str = "usage";
 
     /// Kinds whose documents belong to a function (scope = function name) and are deleted with it.
     pub const FUNCTION_SCOPED: &[&str] = &[

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Invocation;
+use crate::cgroup::EnvCgroup;
 use crate::launch::LaunchPlan;
 use crate::logs::{LogCapture, pump};
 use crate::runtime_api::{self, Delivery, EnvStatus, Reply, RuntimeApiState};
@@ -34,9 +35,11 @@ pub struct Environment {
     pub log_stream: String,
     deliveries: mpsc::Sender<Delivery>,
     status: watch::Receiver<EnvStatus>,
+    parked: watch::Receiver<bool>,
     server: tokio::task::JoinHandle<()>,
     killed: AtomicBool,
     provisioned: AtomicBool,
+    cgroup: Arc<EnvCgroup>,
 }
 
 /// How an invocation ended inside an environment.
@@ -57,6 +60,8 @@ pub enum Failure {
     InitError(Bytes),
     /// The process exited (`exit status 1`, `signal: killed`).
     Exited(String),
+    /// The environment ran out of memory.
+    OutOfMemory,
 }
 
 impl Environment {
@@ -65,6 +70,7 @@ impl Environment {
     pub async fn start<E>(
         label: &str,
         log_stream: &str,
+        cgroup: EnvCgroup,
         make_plan: impl FnOnce(&str) -> Result<LaunchPlan, E>,
     ) -> Result<Result<Arc<Self>, E>, std::io::Error> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -75,7 +81,8 @@ impl Environment {
         };
         let (status_tx, status_rx) = watch::channel(EnvStatus::Initializing);
         let (delivery_tx, delivery_rx) = mpsc::channel(1);
-        let state = RuntimeApiState::new(delivery_rx, status_tx.clone());
+        let (parked_tx, parked_rx) = watch::channel(false);
+        let state = RuntimeApiState::new(delivery_rx, status_tx.clone(), parked_tx);
         let server = runtime_api::serve(listener, state);
 
         let (reader, writer) = std::io::pipe()?;
@@ -100,22 +107,32 @@ impl Environment {
             }
         };
         let pid = child.id().unwrap_or_default();
+        cgroup.add(pid);
+        let cgroup = Arc::new(cgroup);
         let logs = Arc::new(LogCapture::default());
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
         tokio::spawn(pump(reader, logs.clone(), label.to_string()));
+        let members = cgroup.clone();
         tokio::spawn(async move {
             let description = match child.wait().await {
                 Ok(status) => describe_exit(status),
                 Err(e) => format!("wait failed: {e}"),
             };
+            let out_of_memory = members.oom_killed();
             status_tx.send_if_modified(|status| {
                 if matches!(status, EnvStatus::InitFailed(_)) {
                     false
                 } else {
-                    *status = EnvStatus::Exited(description);
+                    *status = if out_of_memory {
+                        EnvStatus::OutOfMemory
+                    } else {
+                        EnvStatus::Exited(description)
+                    };
                     true
                 }
             });
+            // Nothing the environment started may outlive it.
+            let _ = tokio::task::spawn_blocking(move || members.kill_all_and_remove()).await;
         });
         Ok(Ok(Arc::new(Self {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
@@ -125,9 +142,11 @@ impl Environment {
             log_stream: log_stream.to_string(),
             deliveries: delivery_tx,
             status: status_rx,
+            parked: parked_rx,
             server,
             killed: AtomicBool::new(false),
             provisioned: AtomicBool::new(false),
+            cgroup,
         })))
     }
 
@@ -152,6 +171,20 @@ impl Environment {
         matches!(
             tokio::time::timeout(limit, status.wait_for(|s| *s != EnvStatus::Initializing)).await,
             Ok(Ok(ref s)) if **s == EnvStatus::Ready
+        )
+    }
+
+    /// True while the runtime waits in `/next`, i.e. the environment can take work at once.
+    pub fn is_parked(&self) -> bool {
+        *self.parked.borrow()
+    }
+
+    /// Waits (up to `limit`) for the runtime to be back in `/next`.
+    pub async fn wait_parked(&self, limit: Duration) -> bool {
+        let mut parked = self.parked.clone();
+        matches!(
+            tokio::time::timeout(limit, parked.wait_for(|p| *p)).await,
+            Ok(Ok(_))
         )
     }
 
@@ -210,6 +243,19 @@ impl Environment {
         (outcome, Some(handed_out))
     }
 
+    /// Stops the environment the way Lambda's SHUTDOWN does: SIGTERM to the runtime's process
+    /// group, up to `grace` to exit, then SIGKILL to everything left.
+    pub async fn stop(&self, grace: Duration) {
+        if !self.killed.load(Ordering::Relaxed)
+            && self.pid != 0
+            && !self.status.borrow().is_terminal()
+        {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+            self.wait_exit(grace).await;
+        }
+        self.kill();
+    }
+
     /// Kills the whole process group and stops the Runtime API listener.
     pub fn kill(&self) {
         if self.killed.swap(true, Ordering::Relaxed) {
@@ -220,20 +266,21 @@ impl Environment {
         if self.pid != 0 {
             let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
         }
+        self.cgroup.kill_members();
     }
 
     /// Waits (up to `limit`) until the process has exited.
     pub async fn wait_exit(&self, limit: Duration) {
         let mut status = self.status.clone();
-        let _ = tokio::time::timeout(
-            limit,
-            status.wait_for(|s| matches!(s, EnvStatus::Exited(_) | EnvStatus::InitFailed(_))),
-        )
-        .await;
+        let _ = tokio::time::timeout(limit, status.wait_for(EnvStatus::is_terminal)).await;
     }
 
-    /// Peak resident memory of the runtime process, MB (from `/proc/<pid>/status` VmHWM).
+    /// Peak memory of the environment, MB: its cgroup's peak usage, else the runtime
+    /// process's peak RSS (`/proc/<pid>/status` VmHWM).
     pub fn max_memory_mb(&self) -> u64 {
+        if let Some(mb) = self.cgroup.max_memory_mb() {
+            return mb;
+        }
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .ok()
             .and_then(|status| {
@@ -265,6 +312,7 @@ fn terminal_failure(status: &EnvStatus) -> Failure {
     match status {
         EnvStatus::InitFailed(body) => Failure::InitError(body.clone()),
         EnvStatus::Exited(how) => Failure::Exited(how.clone()),
+        EnvStatus::OutOfMemory => Failure::OutOfMemory,
         _ => Failure::Exited("the environment stopped".into()),
     }
 }

@@ -8,6 +8,7 @@
 //! brokers: callers hand it a [`FunctionConfig`](lambent_types::FunctionConfig), the code
 //! directory and an [`Invocation`].
 
+mod cgroup;
 mod environment;
 mod launch;
 mod logs;

@@ -10,10 +10,23 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lambent_types::FunctionConfig;
 
+use crate::cgroup::CgroupRoot;
 use crate::environment::{Environment, Failure, Outcome};
 use crate::launch::{self, LaunchError, RuntimeHosts};
 use crate::runtime_api::{MAX_RESPONSE_BYTES, Reply, error_document};
 use crate::{Invocation, InvocationReport, InvocationResult, WorkerError};
+
+/// How long a runtime normally takes to come back to `/next` after answering; an invocation
+/// waits this long for such an environment before starting a new one.
+const RETURN_TO_NEXT: Duration = Duration::from_millis(50);
+
+/// How long a runtime gets between SIGTERM and SIGKILL when its environment is shut down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Shuts an environment down in the background (SIGTERM, then SIGKILL after the grace).
+fn stop_later(env: Arc<Environment>) {
+    tokio::spawn(async move { env.stop(SHUTDOWN_GRACE).await });
+}
 
 /// Settings of the worker.
 #[derive(Debug, Clone)]
@@ -26,6 +39,14 @@ pub struct WorkerConfig {
     pub max_concurrency: usize,
     /// Where the merged layer trees that stand in for `/opt` are built.
     pub opt_root: PathBuf,
+    /// The cgroup v1 mount (normally `/sys/fs/cgroup`) for per-environment memory and
+    /// process limits; `None` runs environments without them.
+    pub cgroup_mount: Option<PathBuf>,
+    /// Most processes and threads one environment may have.
+    pub pids_max: u32,
+    /// Where function logs are recorded (CloudWatch Logs streams); `None` keeps them only in
+    /// the platform log.
+    pub log_store: Option<Arc<lambent_store::logs::LogStore>>,
 }
 
 /// Environments of one function version at one revision of its code and configuration.
@@ -36,9 +57,22 @@ struct PoolKey {
     revision: String,
 }
 
+/// What a provisioned-concurrency setting needs to (re)start its environments.
+#[derive(Clone)]
+struct ProvisionTarget {
+    config: FunctionConfig,
+    task_root: PathBuf,
+    layer_roots: Vec<PathBuf>,
+    count: usize,
+    /// True while a replenishing task runs, so only one does.
+    replenishing: Arc<AtomicBool>,
+}
+
 struct IdleEnv {
     env: Arc<Environment>,
     since: Instant,
+    /// The function timeout: a runtime not back in `/next` within it is given up on.
+    timeout: Duration,
 }
 
 /// Runs invocations in pooled execution environments.
@@ -49,6 +83,10 @@ pub struct Worker {
     busy: Mutex<HashMap<String, (PoolKey, Arc<Environment>)>>,
     in_flight: AtomicUsize,
     closing: AtomicBool,
+    /// This server's cgroups, parent of each environment's.
+    cgroups: CgroupRoot,
+    /// Provisioned concurrency to maintain, per (function, version).
+    provision_targets: Mutex<HashMap<(String, String), ProvisionTarget>>,
     /// Per (function, version): environments started before this instant must not be reused.
     retired_before: Mutex<HashMap<(String, String), Instant>>,
 }
@@ -65,6 +103,11 @@ impl Drop for InFlightGuard<'_> {
 impl Worker {
     /// Creates a worker and starts its idle reaper.
     pub fn new(config: WorkerConfig, hosts: RuntimeHosts) -> Arc<Self> {
+        let cgroups = config
+            .cgroup_mount
+            .as_deref()
+            .map(CgroupRoot::create)
+            .unwrap_or_default();
         let worker = Arc::new(Self {
             config,
             hosts,
@@ -73,6 +116,8 @@ impl Worker {
             in_flight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             retired_before: Mutex::new(HashMap::new()),
+            cgroups,
+            provision_targets: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&worker);
         let period = (worker.config.idle_timeout / 4)
@@ -82,6 +127,7 @@ impl Worker {
                 tokio::time::sleep(period).await;
                 let Some(worker) = weak.upgrade() else { break };
                 worker.reap_idle();
+                worker.replenish_provisioned();
             }
         });
         worker
@@ -124,7 +170,21 @@ impl Worker {
             version: config.version.clone(),
             revision: config.revision_id.clone(),
         };
-        let (env, cold_start) = match self.take_idle(&key) {
+        let warm = match self.take_idle(&key) {
+            Some(entry) if entry.env.is_parked() || entry.env.wait_parked(RETURN_TO_NEXT).await => {
+                Some(entry.env)
+            }
+            Some(entry) => {
+                // Back to the pool with its original release time, so the reaper can tell
+                // it is stuck.
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.entry(key.clone()).or_default().push(entry);
+                }
+                None
+            }
+            None => None,
+        };
+        let (env, cold_start) = match warm {
             Some(env) => (env, false),
             None => match self
                 .start_environment(config, task_root, layer_roots, "on-demand")
@@ -147,16 +207,39 @@ impl Worker {
             && !self.closing.load(Ordering::Acquire)
             && !self.is_retired(&key, &env)
         {
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.entry(key).or_default().push(IdleEnv {
-                    env,
-                    since: Instant::now(),
-                });
-            }
+            self.park_idle(key, env, config);
         } else {
             env.kill();
         }
         Ok(result)
+    }
+
+    /// Starts replacements for provisioned environments that died (crash, timeout, OOM).
+    fn replenish_provisioned(self: &Arc<Self>) {
+        let targets: Vec<ProvisionTarget> = self
+            .provision_targets
+            .lock()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default();
+        for target in targets {
+            let ready = self.provisioned_ready(&target.config.name, &target.config.version);
+            if ready >= target.count || target.replenishing.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let worker = self.clone();
+            tokio::spawn(async move {
+                tracing::info!(function = %target.config.name, version = %target.config.version, ready, wanted = target.count, "replacing provisioned environments");
+                worker
+                    .start_provisioned(
+                        &target.config,
+                        &target.task_root,
+                        &target.layer_roots,
+                        target.count,
+                    )
+                    .await;
+                target.replenishing.store(false, Ordering::Release);
+            });
+        }
     }
 
     /// Brings the provisioned environments of a published version up to `count`: starts the
@@ -164,6 +247,30 @@ impl Worker {
     /// their init, and parks them warm (they are never reaped for idleness). Returns how many
     /// are initialized and ready now.
     pub async fn provision(
+        &self,
+        config: &FunctionConfig,
+        task_root: &Path,
+        layer_roots: &[PathBuf],
+        count: usize,
+    ) -> usize {
+        if let Ok(mut targets) = self.provision_targets.lock() {
+            targets.insert(
+                (config.name.clone(), config.version.clone()),
+                ProvisionTarget {
+                    config: config.clone(),
+                    task_root: task_root.to_path_buf(),
+                    layer_roots: layer_roots.to_vec(),
+                    count,
+                    replenishing: Arc::new(AtomicBool::new(false)),
+                },
+            );
+        }
+        self.start_provisioned(config, task_root, layer_roots, count)
+            .await
+    }
+
+    /// Starts provisioned environments until `count` are ready; returns how many are.
+    async fn start_provisioned(
         &self,
         config: &FunctionConfig,
         task_root: &Path,
@@ -201,12 +308,7 @@ impl Worker {
                 return;
             }
             env.set_provisioned(true);
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.entry(key.clone()).or_default().push(IdleEnv {
-                    env,
-                    since: Instant::now(),
-                });
-            }
+            self.park_idle(key.clone(), env, config);
         });
         futures_util::future::join_all(starts).await;
         self.provisioned_ready(&config.name, &config.version)
@@ -247,6 +349,9 @@ impl Worker {
     /// Ends provisioned concurrency for a function version: its environments become ordinary
     /// ones, reaped when idle.
     pub fn unprovision(&self, function: &str, version: &str) {
+        if let Ok(mut targets) = self.provision_targets.lock() {
+            targets.remove(&(function.to_string(), version.to_string()));
+        }
         let matches = |key: &PoolKey| key.function == function && key.version == version;
         if let Ok(idle) = self.idle.lock() {
             for entry in idle
@@ -271,11 +376,20 @@ impl Worker {
         let matches =
             |key: &PoolKey| key.function == function && version.is_none_or(|v| key.version == v);
         let now = Instant::now();
+        if let Ok(mut targets) = self.provision_targets.lock() {
+            targets.retain(|(f, v), _| {
+                !matches(&PoolKey {
+                    function: f.clone(),
+                    version: v.clone(),
+                    revision: String::new(),
+                })
+            });
+        }
         if let Ok(mut idle) = self.idle.lock() {
             let keys: Vec<PoolKey> = idle.keys().filter(|k| matches(k)).cloned().collect();
             for key in keys {
                 for entry in idle.remove(&key).unwrap_or_default() {
-                    entry.env.kill();
+                    stop_later(entry.env);
                 }
             }
         }
@@ -300,7 +414,18 @@ impl Worker {
             .is_some_and(|before| env.started < before)
     }
 
-    fn take_idle(&self, key: &PoolKey) -> Option<Arc<Environment>> {
+    /// Returns an environment to its pool.
+    fn park_idle(&self, key: PoolKey, env: Arc<Environment>, config: &FunctionConfig) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.entry(key).or_default().push(IdleEnv {
+                env,
+                since: Instant::now(),
+                timeout: Duration::from_secs(u64::from(config.timeout)),
+            });
+        }
+    }
+
+    fn take_idle(&self, key: &PoolKey) -> Option<IdleEnv> {
         let mut idle = self.idle.lock().ok()?;
         // Environments of an older revision of this function version never serve again.
         let stale: Vec<PoolKey> = idle
@@ -316,13 +441,18 @@ impl Worker {
             }
         }
         let envs = idle.get_mut(key)?;
-        while let Some(entry) = envs.pop() {
-            if entry.env.is_alive() {
-                return Some(entry.env);
-            }
-            entry.env.kill();
-        }
-        None
+        // Prefer an environment whose runtime waits in `/next`; else one released a moment
+        // ago whose runtime is on its way back (the caller waits briefly for it). One that
+        // stays away longer (never calling `/next` again) is left to the reaper.
+        let position = envs
+            .iter()
+            .rposition(|entry| entry.env.is_alive() && entry.env.is_parked())
+            .or_else(|| {
+                envs.iter().rposition(|entry| {
+                    entry.env.is_alive() && entry.since.elapsed() < RETURN_TO_NEXT
+                })
+            })?;
+        Some(envs.remove(position))
     }
 
     async fn start_environment(
@@ -348,7 +478,12 @@ impl Worker {
             config.version,
             uuid::Uuid::new_v4().simple()
         );
-        let started = Environment::start(&config.name, &log_stream, |address| {
+        let cgroup = self.cgroups.environment(
+            &uuid::Uuid::new_v4().simple().to_string(),
+            config.memory_size,
+            self.config.pids_max,
+        );
+        let started = Environment::start(&config.name, &log_stream, cgroup, |address| {
             launch::plan(
                 &self.hosts,
                 config,
@@ -370,6 +505,10 @@ impl Worker {
         .await;
         match started {
             Ok(Ok(env)) => {
+                if let Some(store) = &self.config.log_store {
+                    env.logs
+                        .attach(store.clone(), &config.name, &env.log_stream);
+                }
                 tracing::debug!(function = %config.name, env = %env.id, pid = env.pid, log_stream = %env.log_stream, "environment started");
                 Ok(Ok(env))
             }
@@ -475,6 +614,16 @@ impl Worker {
                 false,
                 Some("INIT_REPORT Status: error".to_string()),
             ),
+            Outcome::Failed(Failure::OutOfMemory) => {
+                let message = "Runtime exited with error: signal: killed";
+                let line = format!("RequestId: {id} Error: {message}\nRuntime.OutOfMemory");
+                (
+                    platform_error(id, "Runtime.OutOfMemory", message),
+                    true,
+                    false,
+                    Some(line),
+                )
+            }
             Outcome::Failed(Failure::Exited(how)) => {
                 let message = if self.closing.load(Ordering::Acquire) {
                     format!("Runtime exited with error: {how} (Lambent is shutting down)")
@@ -534,11 +683,17 @@ impl Worker {
         };
         for envs in idle.values_mut() {
             envs.retain(|entry| {
+                let stuck = !entry.env.is_parked() && entry.since.elapsed() > entry.timeout;
                 let keep = entry.env.is_alive()
+                    && !stuck
                     && (entry.env.is_provisioned() || entry.since.elapsed() < limit);
                 if !keep {
                     tracing::debug!(env = %entry.env.id, "reaping idle environment");
-                    entry.env.kill();
+                    if stuck {
+                        entry.env.kill();
+                    } else {
+                        stop_later(entry.env.clone());
+                    }
                 }
                 keep
             });
@@ -564,12 +719,11 @@ impl Worker {
         if let Ok(busy) = self.busy.lock() {
             all.extend(busy.values().map(|(_, env)| env.clone()));
         }
+        futures_util::future::join_all(all.iter().map(|env| env.stop(SHUTDOWN_GRACE))).await;
         for env in &all {
-            env.kill();
+            env.wait_exit(SHUTDOWN_GRACE).await;
         }
-        for env in &all {
-            env.wait_exit(Duration::from_secs(2)).await;
-        }
+        self.cgroups.remove();
         tracing::info!(
             environments = all.len(),
             "all execution environments stopped"

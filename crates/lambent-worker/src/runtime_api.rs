@@ -57,12 +57,17 @@ pub enum EnvStatus {
     InitFailed(Bytes),
     /// The process exited (`exit status 1`, `signal: killed`).
     Exited(String),
+    /// The kernel killed the environment for exceeding its memory limit.
+    OutOfMemory,
 }
 
 impl EnvStatus {
     /// True once the environment can never serve again.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::InitFailed(_) | Self::Exited(_))
+        matches!(
+            self,
+            Self::InitFailed(_) | Self::Exited(_) | Self::OutOfMemory
+        )
     }
 }
 
@@ -75,7 +80,11 @@ struct InFlight {
 pub struct RuntimeApiState {
     deliveries: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
     in_flight: Mutex<Option<InFlight>>,
+    /// The request id answered last, to tell a second answer from an unknown id.
+    answered: Mutex<Option<String>>,
     status: watch::Sender<EnvStatus>,
+    /// True while the runtime waits in `/next` (the environment is free for work).
+    parked: watch::Sender<bool>,
 }
 
 impl RuntimeApiState {
@@ -83,20 +92,68 @@ impl RuntimeApiState {
     pub fn new(
         deliveries: mpsc::Receiver<Delivery>,
         status: watch::Sender<EnvStatus>,
+        parked: watch::Sender<bool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             deliveries: tokio::sync::Mutex::new(deliveries),
             in_flight: Mutex::new(None),
+            answered: Mutex::new(None),
             status,
+            parked,
         })
     }
 
-    fn take_in_flight(&self, request_id: &str) -> Option<oneshot::Sender<Reply>> {
-        let mut slot = self.in_flight.lock().ok()?;
-        if slot.as_ref().is_some_and(|f| f.request_id == request_id) {
-            slot.take().map(|f| f.reply)
+    /// Takes the answer channel of the invocation in flight if `request_id` names it; else
+    /// tells why not.
+    fn take_in_flight(&self, request_id: &str) -> Result<oneshot::Sender<Reply>, Refusal> {
+        let taken = self.in_flight.lock().ok().and_then(|mut slot| {
+            if slot.as_ref().is_some_and(|f| f.request_id == request_id) {
+                slot.take().map(|f| f.reply)
+            } else {
+                None
+            }
+        });
+        if let Some(reply) = taken {
+            if let Ok(mut answered) = self.answered.lock() {
+                *answered = Some(request_id.to_string());
+            }
+            return Ok(reply);
+        }
+        let already = self
+            .answered
+            .lock()
+            .is_ok_and(|answered| answered.as_deref() == Some(request_id));
+        Err(if already {
+            Refusal::AlreadyAnswered
         } else {
-            None
+            Refusal::UnknownRequest
+        })
+    }
+}
+
+/// Why a runtime's answer was not accepted.
+enum Refusal {
+    /// The invocation was answered before (403 InvalidStateTransition).
+    AlreadyAnswered,
+    /// No such invocation is in flight (400 InvalidRequestID).
+    UnknownRequest,
+}
+
+impl Refusal {
+    fn response(&self, request_id: &str) -> ApiResponse {
+        match self {
+            Self::AlreadyAnswered => error_response(
+                StatusCode::FORBIDDEN,
+                "InvalidStateTransition",
+                &format!(
+                    "Invocation {request_id} was already answered; an invocation takes one response"
+                ),
+            ),
+            Self::UnknownRequest => error_response(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestID",
+                &format!("Invalid request ID: {request_id} is not the invocation in progress"),
+            ),
         }
     }
 }
@@ -188,7 +245,10 @@ async fn next(state: &RuntimeApiState) -> ApiResponse {
     });
     let delivery = {
         let mut deliveries = state.deliveries.lock().await;
-        deliveries.recv().await
+        state.parked.send_replace(true);
+        let delivery = deliveries.recv().await;
+        state.parked.send_replace(false);
+        delivery
     };
     let Some(delivery) = delivery else {
         return error_response(
@@ -259,8 +319,9 @@ async fn response(
 ) -> ApiResponse {
     let declared = content_length(&req);
     let body = read_body(req, MAX_RESPONSE_BYTES).await;
-    let Some(reply) = state.take_in_flight(request_id) else {
-        return unknown_request(request_id);
+    let reply = match state.take_in_flight(request_id) {
+        Ok(reply) => reply,
+        Err(refusal) => return refusal.response(request_id),
     };
     match body {
         Ok(body) => {
@@ -291,14 +352,6 @@ async fn response(
     }
 }
 
-fn unknown_request(request_id: &str) -> ApiResponse {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        "InvalidRequestID",
-        &format!("Invalid request ID: {request_id} is not the invocation in progress"),
-    )
-}
-
 fn error_type_header(req: &Request<Incoming>) -> Option<String> {
     req.headers()
         .get("lambda-runtime-function-error-type")
@@ -309,8 +362,9 @@ fn error_type_header(req: &Request<Incoming>) -> Option<String> {
 async fn error(req: Request<Incoming>, state: &RuntimeApiState, request_id: &str) -> ApiResponse {
     let error_type = error_type_header(&req);
     let body = read_body(req, MAX_RESPONSE_BYTES).await.unwrap_or_default();
-    let Some(reply) = state.take_in_flight(request_id) else {
-        return unknown_request(request_id);
+    let reply = match state.take_in_flight(request_id) {
+        Ok(reply) => reply,
+        Err(refusal) => return refusal.response(request_id),
     };
     let _ = reply.send(Reply::Error(body, error_type));
     accepted()

@@ -1,4 +1,4 @@
-//! The everyday CLI client: `lambent deploy`, `invoke`, `ls` and `rm`.
+//! The everyday CLI client: `lambent deploy`, `invoke`, `ls`, `rm` and `usage`.
 //!
 //! It talks to a running `lambent serve` through the Lambda REST API, signing every request with
 //! SigV4 (service `lambda`) over plain HTTP. The endpoint and credentials are discovered as
@@ -77,6 +77,26 @@ pub enum ClientCommand {
     Ls(LsArgs),
     /// Delete functions.
     Rm(RmArgs),
+    /// Show invocations, errors, throttles, cold starts and GB-seconds per function.
+    Usage(UsageArgs),
+    /// Print a function's log (all its log streams, by time), or follow it live.
+    Logs(LogsArgs),
+}
+
+/// Arguments of `lambent logs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogsArgs {
+    /// Function name.
+    pub name: String,
+    /// Keep printing lines as the function writes them, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only lines since then: a time ago (90s, 30m, 1h, 7d) or epoch seconds.
+    #[arg(long, value_name = "10m|EPOCH", value_parser = parse_since, default_value = "10m")]
+    pub since: u64,
+    /// Only lines matching this filter pattern (terms and "quoted phrases", all required).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
 }
 
 /// Arguments of `lambent deploy`.
@@ -138,6 +158,16 @@ pub struct RmArgs {
     pub names: Vec<String>,
 }
 
+/// Arguments of `lambent usage`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UsageArgs {
+    /// Function name (default: every function with usage).
+    pub name: Option<String>,
+    /// Only usage since then: a time ago (90s, 30m, 1h, 7d) or epoch seconds (default: all).
+    #[arg(long, value_name = "1h|30m|EPOCH", value_parser = parse_since)]
+    pub since: Option<u64>,
+}
+
 /// Runs one client subcommand against the server found from `data_dir` and the environment.
 pub async fn run(
     command: ClientCommand,
@@ -172,6 +202,14 @@ pub async fn run(
             }
         }
         ClientCommand::Rm(args) => remove(&client, &args.names, output).await,
+        ClientCommand::Logs(args) => logs(&client, &args, output).await,
+        ClientCommand::Usage(args) => {
+            let usage = get_usage(&client, &args).await?;
+            match output {
+                OutputFormat::Json => print_json(&usage),
+                OutputFormat::Text => write_stdout(render_usage(&usage).as_bytes()),
+            }
+        }
     }
 }
 
@@ -1290,6 +1328,181 @@ async fn delete_function(client: &LambdaClient, name: &str) -> anyhow::Result<()
 }
 
 // ---------------------------------------------------------------------------------------------
+// usage
+
+/// Path of Lambent's usage API.
+const USAGE_PATH: &str = "/lambent/usage";
+
+/// `lambent logs`: `GET /lambent/logs/{name}?since=MS`, then (with --follow) long polls with
+/// `after=CURSOR` so lines show as they are written.
+async fn logs(client: &LambdaClient, args: &LogsArgs, output: OutputFormat) -> anyhow::Result<()> {
+    validate_function_name(&args.name)?;
+    let path = format!("/lambent/logs/{}", sigv4::uri_encode(args.name.as_bytes()));
+    let filter = args
+        .filter
+        .as_ref()
+        .map(|f| format!("&filter={}", sigv4::uri_encode(f.as_bytes())))
+        .unwrap_or_default();
+    let mut query = format!("since={}{filter}", args.since.saturating_mul(1000));
+    let mut printed_json = Vec::new();
+    loop {
+        let page = client
+            .send_ok(Call::new(Method::GET, path.clone()).query(query.clone()))
+            .await?
+            .json()?;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        if !args.follow && output == OutputFormat::Json {
+            printed_json.extend(events);
+        } else {
+            let mut text = String::new();
+            for event in &events {
+                match output {
+                    OutputFormat::Json => {
+                        text.push_str(&event.to_string());
+                        text.push('\n');
+                    }
+                    OutputFormat::Text => text.push_str(&log_line(event)),
+                }
+            }
+            if !text.is_empty() {
+                let mut out = io::stdout().lock();
+                if out
+                    .write_all(text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    // Nobody reads any more (e.g. `| head`).
+                    return Ok(());
+                }
+            }
+        }
+        if !args.follow {
+            break;
+        }
+        let cursor = page["cursor"].as_u64().unwrap_or(0);
+        query = format!("after={cursor}&wait=20{filter}");
+    }
+    if !args.follow && output == OutputFormat::Json {
+        print_json(&Value::Array(printed_json))?;
+    }
+    Ok(())
+}
+
+/// One event as text: its time and its message.
+fn log_line(event: &Value) -> String {
+    let millis = event["timestamp"].as_u64().unwrap_or(0);
+    let time = SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+    format!(
+        "{} {}\n",
+        lambent_types::time::aws_timestamp(time),
+        event["message"]
+            .as_str()
+            .unwrap_or("")
+            .trim_end_matches('\n')
+    )
+}
+
+/// `--since`: `<n>s|m|h|d` ago, or epoch seconds.
+fn parse_since(arg: &str) -> Result<u64, String> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    parse_since_at(arg, now)
+}
+
+fn parse_since_at(arg: &str, now: u64) -> Result<u64, String> {
+    let bad = || format!("expected a time ago like 30m, 1h, 7d or epoch seconds, got {arg:?}");
+    let arg = arg.trim();
+    let unit = match arg.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        Some(c) if c.is_ascii_digit() => return arg.parse().map_err(|_| bad()),
+        _ => return Err(bad()),
+    };
+    let count: u64 = arg[..arg.len() - 1].parse().map_err(|_| bad())?;
+    Ok(now.saturating_sub(count.saturating_mul(unit)))
+}
+
+/// GET /lambent/usage for one function or all.
+async fn get_usage(client: &LambdaClient, args: &UsageArgs) -> anyhow::Result<Value> {
+    let mut query = Vec::new();
+    if let Some(name) = &args.name {
+        validate_function_name(name)?;
+        query.push(format!("function={}", sigv4::uri_encode(name.as_bytes())));
+    }
+    if let Some(since) = args.since {
+        query.push(format!("since={since}"));
+    }
+    client
+        .send_ok(Call::new(Method::GET, USAGE_PATH.to_owned()).query(query.join("&")))
+        .await?
+        .json()
+}
+
+/// The `usage` table: FUNCTION, INVOCATIONS, ERRORS, THROTTLES, COLD STARTS, GB-SECONDS.
+fn render_usage(usage: &Value) -> String {
+    const HEADERS: [&str; 6] = [
+        "FUNCTION",
+        "INVOCATIONS",
+        "ERRORS",
+        "THROTTLES",
+        "COLD STARTS",
+        "GB-SECONDS",
+    ];
+    let functions = usage
+        .get("Functions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if functions.is_empty() {
+        return "No usage.\n".to_owned();
+    }
+    let rows: Vec<[String; 6]> = functions
+        .iter()
+        .map(|f| {
+            let totals = &f["Totals"];
+            let n = |key: &str| totals[key].as_u64().unwrap_or(0).to_string();
+            [
+                display_value(&f["FunctionName"]),
+                n("Invocations"),
+                n("Errors"),
+                n("Throttles"),
+                n("ColdStarts"),
+                format!("{:.6}", totals["GbSeconds"].as_f64().unwrap_or(0.0)),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADERS.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            let pad = width - cell.chars().count();
+            if i == 0 {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad + 2));
+            } else {
+                // Numbers are right-aligned.
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+                line.push_str("  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Small helpers
 
 /// Prints pretty JSON and a newline on stdout.
@@ -1650,6 +1863,32 @@ mod tests {
         let err = ApiError::from_response(&response, &CredentialSource::Environment);
         assert_eq!(err.error_type, "HTTP 502");
         assert_eq!(err.message, "Bad Gateway");
+    }
+
+    #[test]
+    fn since_parses_durations_and_epochs() {
+        assert_eq!(parse_since_at("1h", 10_000), Ok(6_400));
+        assert_eq!(parse_since_at("30m", 10_000), Ok(8_200));
+        assert_eq!(parse_since_at("90s", 100), Ok(10));
+        assert_eq!(parse_since_at("2d", 100), Ok(0));
+        assert_eq!(parse_since_at("1764000000", 5), Ok(1_764_000_000));
+        assert!(parse_since_at("1w", 5).is_err());
+        assert!(parse_since_at("h", 5).is_err());
+        assert!(parse_since_at("", 5).is_err());
+    }
+
+    #[test]
+    fn usage_table_lists_totals() {
+        let usage = json!({"Since": 0, "Functions": [
+            {"FunctionName": "hello", "Totals": {"Invocations": 12, "Errors": 1, "Throttles": 3,
+              "ColdStarts": 2, "GbSeconds": 0.0125}, "Minutes": []},
+        ]});
+        assert_eq!(
+            render_usage(&usage),
+            "FUNCTION  INVOCATIONS  ERRORS  THROTTLES  COLD STARTS  GB-SECONDS\n\
+             hello              12       1          3            2    0.012500\n"
+        );
+        assert_eq!(render_usage(&json!({"Functions": []})), "No usage.\n");
     }
 
     #[test]

@@ -44,9 +44,28 @@ pub struct ServeArgs {
     /// Seconds before the first retry of a failed async invocation (doubles for the second).
     #[arg(long, env = "LAMBENT_ASYNC_RETRY_DELAY", default_value_t = 60)]
     async_retry_delay: u64,
+    /// Most processes and threads one execution environment may run (fork bombs stop here).
+    #[arg(long, env = "LAMBENT_PIDS_LIMIT", default_value_t = 1024)]
+    pids_limit: u32,
+    /// Run environments without cgroup memory and process limits.
+    #[arg(long)]
+    no_cgroups: bool,
     /// Seconds running invocations get to finish at shutdown before they are failed.
     #[arg(long, default_value_t = 10)]
     shutdown_grace: u64,
+    /// Most megabytes of function logs kept on disk; the oldest log streams go first.
+    #[arg(long, env = "LAMBENT_LOG_RETENTION_MB", default_value_t = 512)]
+    log_retention_mb: u64,
+    /// Hours function log streams are kept after their last line.
+    #[arg(long, env = "LAMBENT_LOG_RETENTION_HOURS", default_value_t = 168)]
+    log_retention_hours: u64,
+    /// Kilobytes per second of output one environment may log (bursts of as much); output
+    /// beyond it is dropped with a note. 0 disables the limit.
+    #[arg(long, env = "LAMBENT_LOG_RATE_LIMIT_KB", default_value_t = 1024)]
+    log_rate_limit_kb: u64,
+    /// Seconds between writes of the per-minute usage counters to the store.
+    #[arg(long, env = "LAMBENT_USAGE_FLUSH_SECS", default_value_t = 10)]
+    usage_flush_secs: u64,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -104,6 +123,19 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         None => tracing::warn!("no node found: nodejs functions will fail (set LAMBENT_NODE)"),
     }
 
+    let logs = Arc::new(
+        lambent_store::logs::LogStore::open(
+            &data_dir.join("logs"),
+            lambent_store::logs::LogLimits {
+                max_bytes: args.log_retention_mb.saturating_mul(1024 * 1024),
+                max_age: Duration::from_secs(args.log_retention_hours.saturating_mul(3600)),
+                rate_bytes_per_sec: args.log_rate_limit_kb.saturating_mul(1024),
+                burst_bytes: args.log_rate_limit_kb.saturating_mul(1024),
+            },
+        )
+        .with_context(|| format!("cannot open the logs in {}", data_dir.display()))?,
+    );
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -118,6 +150,9 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             max_concurrency: args.max_concurrency,
             opt_root: data_dir.join("opt"),
+            cgroup_mount: (!args.no_cgroups).then(|| "/sys/fs/cgroup".into()),
+            pids_max: args.pids_limit,
+            log_store: Some(logs.clone()),
         },
         hosts,
     );
@@ -135,6 +170,12 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             ..AsyncSettings::default()
         },
     );
+    let flusher = invoker
+        .metering()
+        .spawn_flusher(store.clone(), Duration::from_secs(args.usage_flush_secs));
+    let metering = invoker.metering().clone();
+    let usage_store = store.clone();
+    let followed_logs = logs.clone();
     let state = Arc::new(ApiState {
         store,
         code,
@@ -146,6 +187,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             AuthMode::SigV4
         },
         concurrency_limit: args.max_concurrency,
+        logs,
     });
 
     println!("Lambent listening on {endpoint}");
@@ -172,7 +214,10 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     lambent_api::serve(
         listener,
         state,
-        shutdown_signal(),
+        async move {
+            shutdown_signal().await;
+            followed_logs.close_followers();
+        },
         Duration::from_secs(args.shutdown_grace),
     )
     .await;
@@ -180,6 +225,14 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     worker
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
+    flusher.abort();
+    if let Err(e) = tokio::task::spawn_blocking(move || metering.flush(usage_store.as_ref()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|flushed| flushed.map_err(|e| e.to_string()))
+    {
+        tracing::warn!("cannot write the last usage counters to the store: {e}");
+    }
     println!("Lambent stopped");
     Ok(())
 }

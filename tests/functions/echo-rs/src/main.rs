@@ -5,7 +5,8 @@
 //! `{"echo": <event>, "request_id", "function_arn", "memory", "pid"}`;
 //! an event with `"fail": true` makes it return an error instead, and an
 //! event with `"marker": "<path>"` makes it write the request id to that
-//! path first (so an asynchronous invoke can be observed from outside).
+//! path first (so an asynchronous invoke can be observed from outside), and
+//! `"sleep_ms": N` makes it sleep that long before answering.
 //! When `LAMBENT_TEST_PID_DIR` is set, the process records its PID (file
 //! `<pid>.pid`, holding its start time) there at start-up, so the suite can
 //! check that the server left no process behind.
@@ -24,6 +25,9 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, ctx) = event.into_parts();
     if let Some(path) = payload.get("marker").and_then(Value::as_str) {
         std::fs::write(path, ctx.request_id.as_bytes())?;
+    }
+    if let Some(ms) = payload.get("sleep_ms").and_then(Value::as_u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     if payload.get("fail").and_then(Value::as_bool) == Some(true) {
         return Err(format!("echo-rs failed on purpose (request {})", ctx.request_id).into());
