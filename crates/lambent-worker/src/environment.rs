@@ -275,13 +275,13 @@ impl Environment {
         let _ = tokio::time::timeout(limit, status.wait_for(EnvStatus::is_terminal)).await;
     }
 
-    /// Peak memory of the environment, MB: its cgroup's peak usage, else the runtime
-    /// process's peak RSS (`/proc/<pid>/status` VmHWM).
+    /// Peak memory of the environment, MB: its cgroup's peak usage or the runtime process's
+    /// peak RSS (`/proc/<pid>/status` VmHWM), whichever is larger.
     pub fn max_memory_mb(&self) -> u64 {
-        if let Some(mb) = self.cgroup.max_memory_mb() {
-            return mb;
-        }
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+        // Memory the runtime touched before it joined its cgroup is charged elsewhere, so the
+        // larger of the two readings is the truer one.
+        let cgroup = self.cgroup.max_memory_mb().unwrap_or(0);
+        let process = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .ok()
             .and_then(|status| {
                 status
@@ -291,7 +291,8 @@ impl Environment {
                     .and_then(|kb| kb.parse::<u64>().ok())
             })
             .map(|kb| kb.div_ceil(1024))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        cgroup.max(process)
     }
 }
 
