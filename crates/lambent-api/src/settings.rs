@@ -268,6 +268,38 @@ pub(crate) fn modify(
     }
 }
 
+/// Deletes a document that must exist; `missing` is the error when it does not.
+pub(crate) fn delete_existing(
+    state: &ApiState,
+    kind: &str,
+    scope: &str,
+    key: &str,
+    missing: ApiError,
+) -> Result<(), ApiError> {
+    modify(state, kind, scope, key, &mut |current| match current {
+        Some(_) => Ok(None),
+        None => Err(missing.clone()),
+    })
+    .map(|_| ())
+}
+
+/// The existing, unqualified function a List operation names.
+pub(crate) fn listed_function(
+    req: &ApiRequest,
+    state: &ApiState,
+    label: &str,
+    operation: &str,
+) -> Result<FunctionRef, ApiError> {
+    let function = function_ref(req, label)?;
+    if function.qualifier.is_some() {
+        return Err(ApiError::invalid(format!(
+            "{operation} takes an unqualified function name"
+        )));
+    }
+    require(state, &function)?;
+    Ok(function)
+}
+
 fn unqualified_function(
     req: &ApiRequest,
     state: &ApiState,

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use lambent_store::kinds;
 use lambent_types::{FunctionRef, Qualifier};
 
-use super::{arn_of, check_range, iso_now, list_reply, modify, paginate, require};
+use super::{
+    arn_of, check_range, delete_existing, iso_now, list_reply, listed_function, paginate, require,
+};
 use crate::functions::function_ref;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
 
@@ -356,15 +358,12 @@ pub(crate) fn delete_provisioned(
 ) -> Result<ApiReply, ApiError> {
     let (function, qualifier) = qualified(req, state, label)?;
     let missing = not_configured(state, &function);
-    modify(
+    delete_existing(
         state,
         kinds::PROVISIONED_CONCURRENCY,
         &function.name,
         &qualifier,
-        &mut |current| match current {
-            Some(_) => Ok(None),
-            None => Err(missing.clone()),
-        },
+        missing,
     )?;
     if let Err(e) = state.invoker.unprovision(&function) {
         tracing::debug!(function = %function.name, "nothing to unprovision: {e}");
@@ -381,13 +380,7 @@ pub(crate) fn list_provisioned(
     if req.query("List") != Some("ALL") {
         return Err(ApiError::invalid("List must be ALL"));
     }
-    let function = function_ref(req, label)?;
-    if function.qualifier.is_some() {
-        return Err(ApiError::invalid(
-            "ListProvisionedConcurrencyConfigs takes an unqualified function name",
-        ));
-    }
-    require(state, &function)?;
+    let function = listed_function(req, state, label, "ListProvisionedConcurrencyConfigs")?;
     let items: Vec<Value> = state
         .store
         .list_documents(kinds::PROVISIONED_CONCURRENCY, Some(&function.name))?

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use lambent_store::kinds;
 use lambent_types::{FunctionRef, Qualifier};
 
-use super::{check_range, epoch_now, list_reply, modify, paginate, require};
+use super::{
+    check_range, delete_existing, epoch_now, list_reply, listed_function, modify, paginate, require,
+};
 use crate::functions::function_ref;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
 
@@ -183,28 +185,19 @@ pub(crate) fn delete(
 ) -> Result<ApiReply, ApiError> {
     let (function, qualifier) = qualified(req, state, label)?;
     let missing = not_found(state, &function.name, &qualifier);
-    modify(
+    delete_existing(
         state,
         kinds::EVENT_INVOKE_CONFIG,
         &function.name,
         &qualifier,
-        &mut |current| match current {
-            Some(_) => Ok(None),
-            None => Err(missing.clone()),
-        },
+        missing,
     )?;
     Ok(ApiReply::empty(StatusCode::NO_CONTENT))
 }
 
 /// ListFunctionEventInvokeConfigs: GET …/event-invoke-config/list → 200.
 pub(crate) fn list(req: &ApiRequest, state: &ApiState, label: &str) -> Result<ApiReply, ApiError> {
-    let function = function_ref(req, label)?;
-    if function.qualifier.is_some() {
-        return Err(ApiError::invalid(
-            "ListFunctionEventInvokeConfigs takes an unqualified function name",
-        ));
-    }
-    require(state, &function)?;
+    let function = listed_function(req, state, label, "ListFunctionEventInvokeConfigs")?;
     let mut items: Vec<(String, Value)> = state
         .store
         .list_documents(kinds::EVENT_INVOKE_CONFIG, Some(&function.name))?

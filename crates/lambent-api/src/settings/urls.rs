@@ -12,7 +12,10 @@ use lambent_store::kinds;
 use lambent_types::names::ArnContext;
 use lambent_types::{FunctionRef, Qualifier};
 
-use super::{arn_of, check_enum, check_range, iso_now, list_reply, modify, paginate, require};
+use super::{
+    arn_of, check_enum, check_range, delete_existing, iso_now, list_reply, listed_function, modify,
+    paginate, require,
+};
 use crate::functions::function_ref;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
 
@@ -286,28 +289,13 @@ pub(crate) fn delete(
 ) -> Result<ApiReply, ApiError> {
     let (function, key) = url_target(req, state, label)?;
     let missing = not_found(state, &function.name, &key);
-    modify(
-        state,
-        kinds::URL_CONFIG,
-        &function.name,
-        &key,
-        &mut |current| match current {
-            Some(_) => Ok(None),
-            None => Err(missing.clone()),
-        },
-    )?;
+    delete_existing(state, kinds::URL_CONFIG, &function.name, &key, missing)?;
     Ok(ApiReply::empty(StatusCode::NO_CONTENT))
 }
 
 /// ListFunctionUrlConfigs: GET /2021-10-31/functions/{Fn}/urls → 200.
 pub(crate) fn list(req: &ApiRequest, state: &ApiState, label: &str) -> Result<ApiReply, ApiError> {
-    let function = function_ref(req, label)?;
-    if function.qualifier.is_some() {
-        return Err(ApiError::invalid(
-            "ListFunctionUrlConfigs takes an unqualified function name",
-        ));
-    }
-    require(state, &function)?;
+    let function = listed_function(req, state, label, "ListFunctionUrlConfigs")?;
     let items = state
         .store
         .list_documents(kinds::URL_CONFIG, Some(&function.name))?
