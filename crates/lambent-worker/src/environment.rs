@@ -1,13 +1,17 @@
 //! One execution environment: a process group running a function's runtime, its Runtime API
 //! listener, and the logic that carries one invocation through it.
+//!
+//! External extensions (the executables in `/opt/extensions/`) are started first, in the
+//! same process group, cgroup and log pipe; the runtime starts once they have all registered
+//! (or one exited, or the init timeout passed).
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -16,17 +20,23 @@ use crate::Invocation;
 use crate::cgroup::EnvCgroup;
 use crate::launch::LaunchPlan;
 use crate::logs::{LogCapture, pump};
-use crate::runtime_api::{self, Delivery, EnvStatus, Reply, RuntimeApiState};
+use crate::runtime_api::{self, Delivery, EnvStatus, FunctionInfo, Reply, RuntimeApiState};
+use crate::telemetry::Telemetry;
 
 /// How long a new environment may take to reach its first `/next`.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most a shutdown with extensions takes, SHUTDOWN event to SIGKILL.
+pub const EXTENSION_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// A running environment.
 pub struct Environment {
     /// Short id for logs.
     pub id: String,
-    /// Process (and process group) id.
+    /// The runtime's process id.
     pub pid: u32,
+    /// The process group of the runtime and its extensions.
+    pgid: u32,
     /// Captured output.
     pub logs: Arc<LogCapture>,
     /// When the process was started.
@@ -37,7 +47,10 @@ pub struct Environment {
     status: watch::Receiver<EnvStatus>,
     parked: watch::Receiver<bool>,
     server: tokio::task::JoinHandle<()>,
-    killed: AtomicBool,
+    state: Arc<RuntimeApiState>,
+    killed: Arc<AtomicBool>,
+    /// Set when the environment is being ended after a failed invocation.
+    ending: AtomicBool,
     provisioned: AtomicBool,
     cgroup: Arc<EnvCgroup>,
 }
@@ -79,40 +92,133 @@ impl Environment {
             Ok(plan) => plan,
             Err(e) => return Ok(Err(e)),
         };
+        let setting = |key: &str| {
+            plan.env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let info = FunctionInfo {
+            name: setting("AWS_LAMBDA_FUNCTION_NAME"),
+            version: setting("AWS_LAMBDA_FUNCTION_VERSION"),
+            handler: setting("_HANDLER"),
+        };
         let (status_tx, status_rx) = watch::channel(EnvStatus::Initializing);
         let (delivery_tx, delivery_rx) = mpsc::channel(1);
         let (parked_tx, parked_rx) = watch::channel(false);
-        let state = RuntimeApiState::new(delivery_rx, status_tx.clone(), parked_tx);
-        let server = runtime_api::serve(listener, state);
+        let state = RuntimeApiState::new(delivery_rx, status_tx.clone(), parked_tx, info);
+        let server = runtime_api::serve(listener, state.clone());
 
         let (reader, writer) = std::io::pipe()?;
-        let mut command = tokio::process::Command::new(&plan.program);
-        command
-            .args(&plan.args)
-            .current_dir(&plan.cwd)
-            .env_clear()
-            .envs(plan.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer.try_clone()?))
-            .stderr(Stdio::from(writer))
-            .process_group(0)
-            .kill_on_drop(true);
-        let spawned = command.spawn();
-        drop(command);
+        let cgroup = Arc::new(cgroup);
+        let logs = Arc::new(LogCapture::default());
+        logs.set_telemetry(state.telemetry.clone());
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
+        tokio::spawn(pump(reader, logs.clone(), label.to_string()));
+        let killed = Arc::new(AtomicBool::new(false));
+        let live_extensions = Arc::new(AtomicUsize::new(0));
+        let spawn_in_group = |program: &std::path::Path,
+                              args: &[std::ffi::OsString],
+                              group: u32,
+                              writer: &std::io::PipeWriter|
+         -> std::io::Result<tokio::process::Child> {
+            let mut command = tokio::process::Command::new(program);
+            command
+                .args(args)
+                .current_dir(&plan.cwd)
+                .env_clear()
+                .envs(plan.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(writer.try_clone()?))
+                .stderr(Stdio::from(writer.try_clone()?))
+                .process_group(group as i32)
+                .kill_on_drop(true);
+            command.spawn()
+        };
+
+        // External extensions first, all in the group the first one leads.
+        let mut pgid = 0u32;
+        for path in &plan.extensions {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut child = match spawn_in_group(path, &[], pgid, &writer) {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::warn!(function = label, extension = %name, "extension failed to start: {e}");
+                    continue;
+                }
+            };
+            let pid = child.id().unwrap_or_default();
+            if pgid == 0 {
+                pgid = pid;
+            }
+            cgroup.add(pid);
+            live_extensions.fetch_add(1, Ordering::AcqRel);
+            let (state, live, killed, status_tx) = (
+                state.clone(),
+                live_extensions.clone(),
+                killed.clone(),
+                status_tx.clone(),
+            );
+            tokio::spawn(async move {
+                let how = match child.wait().await {
+                    Ok(status) => describe_exit(status),
+                    Err(e) => format!("wait failed: {e}"),
+                };
+                live.fetch_sub(1, Ordering::AcqRel);
+                state.extension_gone(&name);
+                if !killed.load(Ordering::Acquire) {
+                    // An extension that dies takes its environment with it, as on Lambda.
+                    status_tx.send_if_modified(|status| {
+                        if status.is_terminal() {
+                            false
+                        } else {
+                            *status = EnvStatus::Exited(format!("extension {name} exited: {how}"));
+                            true
+                        }
+                    });
+                }
+            });
+        }
+        let started_extensions = live_extensions.load(Ordering::Acquire);
+        if started_extensions > 0 {
+            // Lambda starts the runtime once every extension has registered.
+            let until = Instant::now() + INIT_TIMEOUT;
+            while state.extensions.count() < started_extensions
+                && live_extensions.load(Ordering::Acquire) == started_extensions
+                && Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        let mut spawned = spawn_in_group(&plan.program, &plan.args, pgid, &writer);
+        if spawned.is_err() && pgid != 0 {
+            // The extensions' group is gone (they all exited): the runtime leads its own.
+            spawned = spawn_in_group(&plan.program, &plan.args, 0, &writer);
+        }
+        drop(writer);
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 server.abort();
+                if pgid != 0 {
+                    let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+                }
+                cgroup.kill_members();
                 return Err(e);
             }
         };
         let pid = child.id().unwrap_or_default();
+        if pgid == 0 || live_extensions.load(Ordering::Acquire) == 0 {
+            pgid = pid;
+        }
         cgroup.add(pid);
-        let cgroup = Arc::new(cgroup);
-        let logs = Arc::new(LogCapture::default());
-        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
-        tokio::spawn(pump(reader, logs.clone(), label.to_string()));
         let members = cgroup.clone();
+        let (live, gone) = (live_extensions.clone(), killed.clone());
         tokio::spawn(async move {
             let description = match child.wait().await {
                 Ok(status) => describe_exit(status),
@@ -131,12 +237,21 @@ impl Environment {
                     true
                 }
             });
+            // Extensions shutting down get their time before the cgroup is emptied.
+            let until = Instant::now() + EXTENSION_SHUTDOWN;
+            while live.load(Ordering::Acquire) > 0
+                && !gone.load(Ordering::Acquire)
+                && Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             // Nothing the environment started may outlive it.
             let _ = tokio::task::spawn_blocking(move || members.kill_all_and_remove()).await;
         });
         Ok(Ok(Arc::new(Self {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             pid,
+            pgid,
             logs,
             started: Instant::now(),
             log_stream: log_stream.to_string(),
@@ -144,15 +259,69 @@ impl Environment {
             status: status_rx,
             parked: parked_rx,
             server,
-            killed: AtomicBool::new(false),
+            state,
+            killed,
+            ending: AtomicBool::new(false),
             provisioned: AtomicBool::new(false),
             cgroup,
         })))
     }
 
+    /// The environment's telemetry subscribers.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.state.telemetry
+    }
+
     /// True while the environment may take another invocation.
     pub fn is_alive(&self) -> bool {
-        !self.killed.load(Ordering::Relaxed) && !self.status.borrow().is_terminal()
+        !self.killed.load(Ordering::Relaxed)
+            && !self.ending.load(Ordering::Relaxed)
+            && !self.status.borrow().is_terminal()
+    }
+
+    /// True when extensions registered in this environment.
+    pub fn has_extensions(&self) -> bool {
+        self.state.extensions.count() > 0
+    }
+
+    /// Ends the environment after a failed invocation (`reason` `timeout` or `failure`): at
+    /// once without extensions; with them, the runtime is killed at once, SHUTDOWN subscribers
+    /// are told `reason`, and the rest is killed when all have exited or 2 s have passed.
+    pub fn abandon(self: &Arc<Self>, reason: &'static str) {
+        if !self.has_extensions() || self.killed.load(Ordering::Relaxed) || self.pid == 0 {
+            self.kill();
+            return;
+        }
+        if self.ending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        self.send_shutdown(reason, EXTENSION_SHUTDOWN);
+        let env = self.clone();
+        tokio::spawn(async move {
+            env.wait_group_exit(EXTENSION_SHUTDOWN).await;
+            env.kill();
+        });
+    }
+
+    fn send_shutdown(&self, reason: &str, budget: Duration) {
+        let deadline_ms = lambent_types::time::epoch_millis(SystemTime::now() + budget);
+        self.state.extensions.broadcast(
+            false,
+            &serde_json::json!({
+                "eventType": "SHUTDOWN",
+                "shutdownReason": reason,
+                "deadlineMs": deadline_ms,
+            }),
+        );
+    }
+
+    /// Waits (up to `limit`) until no process of the environment's group is left.
+    async fn wait_group_exit(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until && killpg(Pid::from_raw(self.pgid as i32), None).is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Marks (or unmarks) the environment as provisioned concurrency: kept warm, never reaped idle.
@@ -243,15 +412,24 @@ impl Environment {
         (outcome, Some(handed_out))
     }
 
-    /// Stops the environment the way Lambda's SHUTDOWN does: SIGTERM to the runtime's process
-    /// group, up to `grace` to exit, then SIGKILL to everything left.
+    /// Stops the environment the way Lambda's SHUTDOWN does. Without extensions: SIGTERM to
+    /// the process group, up to `grace` to exit, then SIGKILL to everything left. With
+    /// extensions: a SHUTDOWN event (`spindown`) to those subscribed, SIGTERM to the runtime,
+    /// and at most `grace` (capped at 2 s) for every process to exit before SIGKILL.
     pub async fn stop(&self, grace: Duration) {
         if !self.killed.load(Ordering::Relaxed)
             && self.pid != 0
             && !self.status.borrow().is_terminal()
         {
-            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
-            self.wait_exit(grace).await;
+            if self.has_extensions() {
+                let budget = grace.min(EXTENSION_SHUTDOWN);
+                self.send_shutdown("spindown", budget);
+                let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+                self.wait_group_exit(budget).await;
+            } else {
+                let _ = killpg(Pid::from_raw(self.pgid as i32), Signal::SIGTERM);
+                self.wait_exit(grace).await;
+            }
         }
         self.kill();
     }
@@ -263,8 +441,8 @@ impl Environment {
         }
         self.server.abort();
         // The group outlives its leader while any child lives, so it is killed even after exit.
-        if self.pid != 0 {
-            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        if self.pgid != 0 {
+            let _ = killpg(Pid::from_raw(self.pgid as i32), Signal::SIGKILL);
         }
         self.cgroup.kill_members();
     }

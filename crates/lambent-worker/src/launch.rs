@@ -127,6 +127,26 @@ pub struct LaunchPlan {
     pub cwd: PathBuf,
     /// The complete environment (nothing is inherited from the server).
     pub env: Vec<(String, String)>,
+    /// External extensions: the executable files in `/opt/extensions/`, by name.
+    pub extensions: Vec<PathBuf>,
+}
+
+/// The executable files directly in `<opt>/extensions/`, sorted by name.
+pub fn external_extensions(opt: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(opt.join("extensions")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Builds (once) the merged `/opt` of an ordered list of unpacked layer trees under `opt_root`
@@ -340,6 +360,7 @@ pub fn plan(
         args,
         cwd: task_root.to_path_buf(),
         env,
+        extensions: opt.map(external_extensions).unwrap_or_default(),
     })
 }
 
@@ -370,6 +391,25 @@ fn managed(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn external_extensions_are_the_executables_in_opt_extensions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(external_extensions(dir.path()).is_empty());
+        let ext = dir.path().join("extensions");
+        std::fs::create_dir(&ext).unwrap();
+        std::fs::create_dir(ext.join("subdir")).unwrap();
+        for (name, mode) in [("b-ext", 0o755), ("a-ext", 0o700), ("notes.txt", 0o644)] {
+            std::fs::write(ext.join(name), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(ext.join(name), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        assert_eq!(
+            external_extensions(dir.path()),
+            vec![ext.join("a-ext"), ext.join("b-ext")]
+        );
+    }
 
     fn config(runtime: &str) -> FunctionConfig {
         FunctionConfig {

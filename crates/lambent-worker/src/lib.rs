@@ -10,10 +10,12 @@
 
 mod cgroup;
 mod environment;
+mod extensions;
 mod launch;
 mod logs;
 mod pool;
 mod runtime_api;
+mod telemetry;
 
 pub use launch::{LaunchError, RuntimeHosts};
 pub use pool::{Worker, WorkerConfig};

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use lambent_store::logs::{LogStore, now_ms};
 
+use crate::telemetry::Telemetry;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
@@ -27,6 +28,8 @@ const MAX_PENDING: usize = 1024 * 1024;
 pub struct LogCapture {
     recent: Mutex<Vec<u8>>,
     sink: Mutex<Sink>,
+    /// Telemetry API subscribers, told each line of the function's output.
+    telemetry: std::sync::OnceLock<Arc<Telemetry>>,
 }
 
 /// Where complete lines go, and the flood control of the function's output.
@@ -126,6 +129,11 @@ impl LogCapture {
         }
     }
 
+    /// Sends the function's output lines to `telemetry` from now on.
+    pub fn set_telemetry(&self, telemetry: Arc<Telemetry>) {
+        let _ = self.telemetry.set(telemetry);
+    }
+
     /// Appends a platform line such as START or REPORT (never rate-limited).
     pub fn append(&self, bytes: &[u8]) {
         self.append_tail(bytes);
@@ -168,6 +176,11 @@ impl LogCapture {
         sink.record(timestamp, admitted.clone());
         if sink.dropped_bytes > 0 && sink.noted.is_none_or(|t| t.elapsed().as_secs() >= 1) {
             sink.note_dropped(timestamp);
+        }
+        if let Some(telemetry) = self.telemetry.get() {
+            for line in &admitted {
+                telemetry.function_line(line);
+            }
         }
         admitted
     }

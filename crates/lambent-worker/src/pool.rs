@@ -208,6 +208,11 @@ impl Worker {
             && !self.is_retired(&key, &env)
         {
             self.park_idle(key, env, config);
+        } else if !reusable {
+            // run_on ended it (with SHUTDOWN `timeout`/`failure` for extensions).
+        } else if env.has_extensions() && env.is_alive() && !self.closing.load(Ordering::Acquire) {
+            // Retired while busy: extensions get SHUTDOWN `spindown`.
+            stop_later(env);
         } else {
             env.kill();
         }
@@ -557,7 +562,7 @@ impl Worker {
     /// Runs the invocation and frames its log; returns the result and whether the environment may be reused.
     async fn run_on(
         &self,
-        env: &Environment,
+        env: &Arc<Environment>,
         config: &FunctionConfig,
         invocation: &Invocation,
         cold_start: bool,
@@ -573,6 +578,11 @@ impl Worker {
         let invoke_began = handed_out.unwrap_or(begun);
         let duration = invoke_began.elapsed();
         let init_duration = cold_start.then(|| invoke_began.saturating_duration_since(env.started));
+        let outcome_kind = match &outcome {
+            Outcome::Answered(_) => OutcomeKind::Answered,
+            Outcome::Failed(Failure::Timeout(_) | Failure::InitTimeout) => OutcomeKind::Timeout,
+            Outcome::Failed(_) => OutcomeKind::Failure,
+        };
         let (body, function_error, reusable, status_line) = match outcome {
             Outcome::Answered(Reply::Response(body)) => (body, false, true, None),
             Outcome::Answered(Reply::Error(body, error_type)) => (
@@ -646,8 +656,40 @@ impl Worker {
             memory_size_mb: config.memory_size,
             max_memory_used_mb: env.max_memory_mb(),
         };
+        let status = match (&outcome_kind, function_error) {
+            (OutcomeKind::Timeout, _) => "timeout",
+            (OutcomeKind::Failure, _) => "failure",
+            (OutcomeKind::Answered, true) => "error",
+            (OutcomeKind::Answered, false) => "success",
+        };
+        let duration_ms = duration.as_secs_f64() * 1000.0;
+        env.telemetry().platform(
+            "platform.runtimeDone",
+            serde_json::json!({
+                "requestId": id,
+                "status": status,
+                "metrics": { "durationMs": duration_ms, "producedBytes": body.len() },
+            }),
+        );
+        let mut metrics = serde_json::json!({
+            "durationMs": duration_ms,
+            "billedDurationMs": measured.billed_ms,
+            "memorySizeMB": measured.memory_size_mb,
+            "maxMemoryUsedMB": measured.max_memory_used_mb,
+        });
+        if let Some(init) = measured.init_duration {
+            metrics["initDurationMs"] = serde_json::json!(init.as_secs_f64() * 1000.0);
+        }
+        env.telemetry().platform(
+            "platform.report",
+            serde_json::json!({ "requestId": id, "status": status, "metrics": metrics }),
+        );
         if !reusable {
-            env.kill();
+            env.abandon(if matches!(outcome_kind, OutcomeKind::Timeout) {
+                "timeout"
+            } else {
+                "failure"
+            });
         }
         if invocation.want_log_tail {
             // Give the log pump a moment to drain what the function wrote before answering.
@@ -729,6 +771,13 @@ impl Worker {
             "all execution environments stopped"
         );
     }
+}
+
+/// How an invocation ended, as the Telemetry API's `status` tells it.
+enum OutcomeKind {
+    Answered,
+    Timeout,
+    Failure,
 }
 
 /// The END and REPORT lines of an invocation, as Lambda writes them.

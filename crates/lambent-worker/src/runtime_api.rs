@@ -4,8 +4,15 @@
 //! flight; `/init/error` marks the environment as failed. Every `/next` response carries
 //! `Content-Type` and `Lambda-Runtime-Deadline-Ms`, which awslambdaric and the Rust runtime
 //! depend on.
+//!
+//! The same listener serves the Extensions API (2020-01-01) and the Telemetry API
+//! (2022-07-01, and the Logs API 2020-08-15): see [`crate::extensions`] and
+//! [`crate::telemetry`]. Init ends when the runtime and every registered extension have
+//! asked for work; the environment is parked (free) only while the runtime waits in `/next`
+//! and every INVOKE subscriber waits in `/event/next`.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,6 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use lambent_types::limits::SYNC_PAYLOAD_BYTES;
 
 use crate::Invocation;
+use crate::extensions::{Extensions, NextEvent, RegisterError, parse_events};
+use crate::telemetry::{Telemetry, parse_subscription};
 
 /// The largest response a runtime may post (AWS allows a little over 6 MiB).
 pub const MAX_RESPONSE_BYTES: usize = SYNC_PAYLOAD_BYTES + 100;
@@ -83,8 +92,29 @@ pub struct RuntimeApiState {
     /// The request id answered last, to tell a second answer from an unknown id.
     answered: Mutex<Option<String>>,
     status: watch::Sender<EnvStatus>,
-    /// True while the runtime waits in `/next` (the environment is free for work).
+    /// True while the runtime waits in `/next` and every INVOKE subscriber in
+    /// `/event/next` (the environment is free for work).
     parked: watch::Sender<bool>,
+    /// True while the runtime waits in `/next`.
+    runtime_parked: AtomicBool,
+    /// True once the runtime has called `/next`.
+    runtime_ready: AtomicBool,
+    /// The registered extensions.
+    pub extensions: Extensions,
+    /// The telemetry subscribers.
+    pub telemetry: Arc<Telemetry>,
+    info: FunctionInfo,
+}
+
+/// What `/extension/register` tells an extension about its function.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionInfo {
+    /// `functionName`.
+    pub name: String,
+    /// `functionVersion`.
+    pub version: String,
+    /// `handler`.
+    pub handler: String,
 }
 
 impl RuntimeApiState {
@@ -93,6 +123,7 @@ impl RuntimeApiState {
         deliveries: mpsc::Receiver<Delivery>,
         status: watch::Sender<EnvStatus>,
         parked: watch::Sender<bool>,
+        info: FunctionInfo,
     ) -> Arc<Self> {
         Arc::new(Self {
             deliveries: tokio::sync::Mutex::new(deliveries),
@@ -100,7 +131,38 @@ impl RuntimeApiState {
             answered: Mutex::new(None),
             status,
             parked,
+            runtime_parked: AtomicBool::new(false),
+            runtime_ready: AtomicBool::new(false),
+            extensions: Extensions::default(),
+            telemetry: Arc::new(Telemetry::default()),
+            info,
         })
+    }
+
+    /// Recomputes whether init is complete and whether the environment is parked.
+    fn refresh(&self) {
+        if self.runtime_ready.load(Ordering::Acquire) && self.extensions.all_initialized() {
+            self.status.send_if_modified(|status| {
+                if *status == EnvStatus::Initializing {
+                    *status = EnvStatus::Ready;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        let parked = self.runtime_parked.load(Ordering::Acquire) && self.extensions.all_idle();
+        self.parked.send_if_modified(|p| {
+            let changed = *p != parked;
+            *p = parked;
+            changed
+        });
+    }
+
+    /// Marks an extension as gone (its process exited) so it holds nothing up.
+    pub fn extension_gone(&self, name: &str) {
+        self.extensions.mark_gone(name);
+        self.refresh();
     }
 
     /// Takes the answer channel of the invocation in flight if `request_id` names it; else
@@ -225,6 +287,17 @@ async fn handle(
             init_error(req, &state).await
         }
         (&Method::GET, ["2018-06-01", "ping"]) => json_response(StatusCode::OK, "pong"),
+        (&Method::POST, ["2020-01-01", "extension", "register"]) => register(req, &state).await,
+        (&Method::GET, ["2020-01-01", "extension", "event", "next"]) => {
+            extension_next(&req, &state).await
+        }
+        (&Method::POST, ["2020-01-01", "extension", kind @ ("init" | "exit"), "error"]) => {
+            let init = *kind == "init";
+            extension_error(req, &state, init).await
+        }
+        (&Method::PUT, ["2022-07-01", "telemetry"] | ["2020-08-15", "logs"]) => {
+            subscribe(req, &state).await
+        }
         _ => error_response(
             StatusCode::NOT_FOUND,
             "InvalidRequest",
@@ -235,19 +308,18 @@ async fn handle(
 }
 
 async fn next(state: &RuntimeApiState) -> ApiResponse {
-    state.status.send_if_modified(|status| {
-        if *status == EnvStatus::Initializing {
-            *status = EnvStatus::Ready;
-            true
-        } else {
-            false
-        }
-    });
+    state.runtime_ready.store(true, Ordering::Release);
+    state.refresh();
+    // Init ends when every registered extension has asked for its first event too.
+    let mut status = state.status.subscribe();
+    let _ = status.wait_for(|s| *s != EnvStatus::Initializing).await;
     let delivery = {
         let mut deliveries = state.deliveries.lock().await;
-        state.parked.send_replace(true);
+        state.runtime_parked.store(true, Ordering::Release);
+        state.refresh();
         let delivery = deliveries.recv().await;
-        state.parked.send_replace(false);
+        state.runtime_parked.store(false, Ordering::Release);
+        state.refresh();
         delivery
     };
     let Some(delivery) = delivery else {
@@ -266,6 +338,21 @@ async fn next(state: &RuntimeApiState) -> ApiResponse {
             reply: delivery.reply,
         });
     }
+    // The invoke phase starts (init, including extensions' subscriptions, is over).
+    state.telemetry.platform(
+        "platform.start",
+        serde_json::json!({ "requestId": invocation.request_id, "version": state.info.version }),
+    );
+    state.extensions.broadcast(
+        true,
+        &serde_json::json!({
+            "eventType": "INVOKE",
+            "deadlineMs": deadline_ms,
+            "requestId": invocation.request_id,
+            "invokedFunctionArn": invocation.invoked_function_arn,
+            "tracing": {"type": "X-Amzn-Trace-Id", "value": invocation.trace_id},
+        }),
+    );
     let _ = delivery.delivered.send(now);
     let mut response = json_response(StatusCode::OK, invocation.payload);
     let headers = response.headers_mut();
@@ -376,6 +463,186 @@ async fn init_error(req: Request<Incoming>, state: &RuntimeApiState) -> ApiRespo
     let document = error_document(&body, error_type.as_deref(), "Runtime.Unknown");
     state.status.send_replace(EnvStatus::InitFailed(document));
     accepted()
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// The registered extension a request names, or the 403 to answer.
+fn extension_id(
+    req: &Request<Incoming>,
+    state: &RuntimeApiState,
+) -> Result<String, Box<ApiResponse>> {
+    let Some(id) = header(req, "lambda-extension-identifier") else {
+        return Err(Box::new(error_response(
+            StatusCode::FORBIDDEN,
+            "Extension.MissingExtensionIdentifier",
+            "Missing Lambda-Extension-Identifier header",
+        )));
+    };
+    if state.extensions.name_of(id).is_none() {
+        return Err(Box::new(error_response(
+            StatusCode::FORBIDDEN,
+            "Extension.UnknownExtensionIdentifier",
+            &format!("Unknown extension identifier {id}"),
+        )));
+    }
+    Ok(id.to_string())
+}
+
+async fn register(req: Request<Incoming>, state: &RuntimeApiState) -> ApiResponse {
+    let Some(name) = header(&req, "lambda-extension-name").map(str::to_string) else {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "Extension.InvalidExtensionName",
+            "Missing Lambda-Extension-Name header",
+        );
+    };
+    let body = read_body(req, 64 * 1024).await.unwrap_or_default();
+    if *state.status.borrow() != EnvStatus::Initializing {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "Extension.RegistrationClosed",
+            "Extensions can register only during the environment's init",
+        );
+    }
+    let (invoke, shutdown) = match parse_events(&body) {
+        Ok(events) => events,
+        Err(refusal) => return register_refusal(refusal),
+    };
+    match state.extensions.register(&name, invoke, shutdown) {
+        Ok(id) => {
+            let body = serde_json::json!({
+                "functionName": state.info.name,
+                "functionVersion": state.info.version,
+                "handler": state.info.handler,
+            });
+            let mut response = json_response(StatusCode::OK, body.to_string());
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
+                response
+                    .headers_mut()
+                    .insert("lambda-extension-identifier", value);
+            }
+            response
+        }
+        Err(refusal) => register_refusal(refusal),
+    }
+}
+
+fn register_refusal(refusal: RegisterError) -> ApiResponse {
+    match refusal {
+        RegisterError::TooMany => error_response(
+            StatusCode::FORBIDDEN,
+            "Extension.TooManyExtensions",
+            &format!(
+                "Too many extensions: at most {} may register",
+                crate::extensions::MAX_EXTENSIONS
+            ),
+        ),
+        RegisterError::BadEvents(message) => {
+            error_response(StatusCode::BAD_REQUEST, "InvalidRequest", &message)
+        }
+    }
+}
+
+/// Clears an extension's waiting mark when its `/event/next` ends, however it ends.
+struct LeaveNext<'a>(&'a RuntimeApiState, &'a str);
+
+impl Drop for LeaveNext<'_> {
+    fn drop(&mut self) {
+        self.0.extensions.left_next(self.1);
+        self.0.refresh();
+    }
+}
+
+async fn extension_next(req: &Request<Incoming>, state: &RuntimeApiState) -> ApiResponse {
+    let id = match extension_id(req, state) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let _leave = LeaveNext(state, &id);
+    loop {
+        let notify = match state.extensions.next(&id) {
+            NextEvent::Event(event) => {
+                let mut response = json_response(StatusCode::OK, event.to_string());
+                if let Ok(value) =
+                    hyper::header::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                {
+                    response
+                        .headers_mut()
+                        .insert("lambda-extension-event-identifier", value);
+                }
+                return response;
+            }
+            NextEvent::Wait(notify) => notify,
+            NextEvent::Unknown => {
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    "Extension.UnknownExtensionIdentifier",
+                    &format!("Unknown extension identifier {id}"),
+                );
+            }
+        };
+        state.refresh();
+        notify.notified().await;
+    }
+}
+
+async fn extension_error(
+    req: Request<Incoming>,
+    state: &RuntimeApiState,
+    init: bool,
+) -> ApiResponse {
+    let id = match extension_id(&req, state) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let error_type = header(&req, "lambda-extension-function-error-type").map(str::to_string);
+    let body = read_body(req, MAX_RESPONSE_BYTES).await.unwrap_or_default();
+    let name = state.extensions.name_of(&id).unwrap_or_default();
+    let kind = error_type.as_deref().unwrap_or("Extension.Unknown");
+    if init {
+        let document = error_document(&body, error_type.as_deref(), "Extension.Unknown");
+        state.status.send_if_modified(|status| {
+            if status.is_terminal() {
+                false
+            } else {
+                *status = EnvStatus::InitFailed(document);
+                true
+            }
+        });
+    } else {
+        let how = format!("extension {name} exited with error {kind}");
+        state.status.send_if_modified(|status| {
+            if status.is_terminal() {
+                false
+            } else {
+                *status = EnvStatus::Exited(how);
+                true
+            }
+        });
+    }
+    state.extension_gone(&id);
+    accepted()
+}
+
+async fn subscribe(req: Request<Incoming>, state: &RuntimeApiState) -> ApiResponse {
+    let id = match extension_id(&req, state) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let body = read_body(req, 64 * 1024).await.unwrap_or_default();
+    match parse_subscription(&body) {
+        Ok(subscription) => {
+            state.telemetry.subscribe(&id, subscription);
+            json_response(StatusCode::OK, "OK")
+        }
+        Err(message) => error_response(StatusCode::BAD_REQUEST, "ValidationError", &message),
+    }
 }
 
 /// Returns a runtime's error body if it is a JSON error document, else builds one from the
