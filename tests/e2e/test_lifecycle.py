@@ -264,3 +264,51 @@ def test_provisioned_environments_serve_concurrent_invokes_warm(ql):
     for log in logs:
         report = [line for line in log.splitlines() if line.startswith("REPORT RequestId:")]
         assert report and "Init Duration" not in report[0], log
+
+
+def test_init_timeout_is_reported_and_retried_fresh(ql):
+    name = h.uniq("slow-init")
+    src = ("import os, time\n"
+           "if not os.path.exists(os.environ['FLAG']):\n"
+           "    open(os.environ['FLAG'], 'w').close()\n"
+           "    time.sleep(30)\n"
+           "def handler(e, c):\n    return {'ok': True}\n")
+    flag = h.scratch_path("init-flag")
+    h.create_function(ql, name, h.py_zip({"app.py": src}), "python3.12", "app.handler", Timeout=30, env={"FLAG": str(flag)})
+    started = time.time()
+    resp, body = h.invoke(ql, name, {})
+    assert resp.get("FunctionError") == "Unhandled"
+    assert body["errorType"] == "Sandbox.Timedout" and "Init timed out after 10.00 seconds" in body["errorMessage"], body
+    assert 9.5 < time.time() - started < 15
+    assert h.invoke_ok(ql, name, {})[1] == {"ok": True}, "the next invoke gets a fresh environment"
+
+
+def test_function_that_closes_stdout_keeps_working(ql):
+    name = h.uniq("closed-stdout")
+    src = ("import os\n"
+           "def handler(e, c):\n"
+           "    os.close(1)\n"
+           "    os.close(2)\n"
+           "    return {'pid': os.getpid()}\n")
+    h.create_function(ql, name, h.py_zip({"app.py": src}), "python3.12", "app.handler")
+    first = h.invoke_ok(ql, name, {})[1]["pid"]
+    resp, body = h.invoke(ql, name, {})
+    # stdout is gone: printing in the next invocation fails inside the function or it
+    # carries on; either way the platform answers and a fresh environment can follow
+    assert resp["StatusCode"] == 200
+    ql.update_function_configuration(FunctionName=name, Description="retire")
+    assert wait_gone(first)
+    assert isinstance(h.invoke_ok(ql, name, {})[1]["pid"], int)
+
+
+def test_runtime_ignoring_sigterm_is_killed_after_the_grace(ql):
+    name = h.uniq("stubborn")
+    src = ("import os, signal\n"
+           "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+           "def handler(e, c):\n    return {'pid': os.getpid()}\n")
+    h.create_function(ql, name, h.py_zip({"app.py": src}), "python3.12", "app.handler")
+    pid = h.invoke_ok(ql, name, {})[1]["pid"]
+    retired = time.time()
+    ql.update_function_configuration(FunctionName=name, Description="retire")
+    assert wait_gone(pid, timeout=6), "SIGKILL follows the 2 s grace"
+    assert time.time() - retired >= 1.5, "the runtime was given its grace period first"

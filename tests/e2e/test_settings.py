@@ -8,6 +8,7 @@ import json
 import re
 import time
 
+import boto3
 import pytest
 
 import helpers as h
@@ -615,6 +616,18 @@ def handler(event, context):
 """
 
 
+def logs_client(lam):
+    """A CloudWatch Logs client for the same server and keys as `lam`."""
+    creds = lam._request_signer._credentials
+    return boto3.client(
+        "logs",
+        endpoint_url=lam.meta.endpoint_url,
+        region_name=lam.meta.region_name,
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key,
+    )
+
+
 def wait_for_status(lam, name, qualifier, wanted, timeout=20.0):
     deadline = time.time() + timeout
     got = None
@@ -646,6 +659,8 @@ def test_provisioned_concurrency_initializes_environments_before_invokes(lam):
     assert latest["init_type"] == "on-demand"
     listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
     assert [c["Status"] for c in listed] == ["READY"]
+    logs = logs_client(lam).filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern="INIT_REPORT")
+    assert len(logs["events"]) == 2, "each provisioned environment reports its init once"
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
 
 

@@ -312,6 +312,17 @@ impl Worker {
                 env.kill();
                 return;
             }
+            // Provisioned init is reported on its own, as Lambda's INIT_REPORT line, and
+            // never in an invocation's REPORT.
+            let init = env.started.elapsed();
+            env.logs.append(
+                format!(
+                    "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: success\n",
+                    init.as_secs_f64() * 1000.0
+                )
+                .as_bytes(),
+            );
+            env.logs.clear();
             env.set_provisioned(true);
             self.park_idle(key.clone(), env, config);
         });
