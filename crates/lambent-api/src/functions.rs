@@ -87,10 +87,9 @@ pub(crate) fn resolve(
     function: &FunctionRef,
 ) -> Result<FunctionConfig, ApiError> {
     let not_found = || {
-        let arn = match &function.qualifier {
-            Some(q) => state.arns.qualified_function_arn(&function.name, q),
-            None => state.arns.function_arn(&function.name),
-        };
+        let arn = state
+            .arns
+            .arn_as_named(&function.name, function.qualifier.as_ref());
         ApiError::not_found(format!("Function not found: {arn}"))
     };
     let version = match function.qualifier_or_latest() {

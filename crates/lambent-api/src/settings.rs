@@ -125,21 +125,13 @@ pub(crate) fn unreserved_concurrency(state: &ApiState) -> Result<usize, ApiError
 /// Refuses ARNs (full or partial) that name another region or account.
 pub(crate) use crate::functions::check_home as check_owner;
 
-/// The function's ARN, qualified when a qualifier is given.
-pub(crate) fn arn_of(state: &ApiState, name: &str, qualifier: Option<&Qualifier>) -> String {
-    match qualifier {
-        Some(q) => state.arns.qualified_function_arn(name, q),
-        None => state.arns.function_arn(name),
-    }
-}
-
 /// Checks that the function exists and that its qualifier (if any) names a published
 /// version or an existing alias, with AWS's not-found messages.
 pub(crate) fn require(state: &ApiState, function: &FunctionRef) -> Result<(), ApiError> {
     let missing = |q: Option<&Qualifier>| {
         ApiError::not_found(format!(
             "Function not found: {}",
-            arn_of(state, &function.name, q)
+            state.arns.arn_as_named(&function.name, q)
         ))
     };
     match state.store.get_function(&function.name, "$LATEST") {
@@ -388,7 +380,9 @@ fn runtime_management(
             ));
         }
     }
-    let arn = arn_of(state, &function.name, function.qualifier.as_ref());
+    let arn = state
+        .arns
+        .arn_as_named(&function.name, function.qualifier.as_ref());
     Ok(ApiReply::json(
         StatusCode::OK,
         &json!({ "UpdateRuntimeOn": "Auto", "FunctionArn": arn }),

@@ -284,10 +284,9 @@ impl Invoker {
         function: &FunctionRef,
     ) -> Result<lambent_types::FunctionConfig, InvokeError> {
         let not_found = || {
-            let arn = match &function.qualifier {
-                Some(q) => self.arns.qualified_function_arn(&function.name, q),
-                None => self.arns.function_arn(&function.name),
-            };
+            let arn = self
+                .arns
+                .arn_as_named(&function.name, function.qualifier.as_ref());
             InvokeError::NotFound(format!("Function not found: {arn}"))
         };
         let internal = |e: StoreError| InvokeError::Internal(e.to_string());
@@ -342,10 +341,9 @@ impl Invoker {
         config: &lambent_types::FunctionConfig,
         request: &InvokeRequest,
     ) -> Result<InvocationResult, InvokeError> {
-        let invoked_function_arn = match &request.function.qualifier {
-            Some(q) => self.arns.qualified_function_arn(&config.name, q),
-            None => self.arns.function_arn(&config.name),
-        };
+        let invoked_function_arn = self
+            .arns
+            .arn_as_named(&config.name, request.function.qualifier.as_ref());
         let invocation = Invocation {
             request_id: request.request_id.clone(),
             payload: if request.payload.is_empty() {

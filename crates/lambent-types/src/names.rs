@@ -209,6 +209,14 @@ impl ArnContext {
         format!("{}:{qualifier}", self.function_arn(name))
     }
 
+    /// The ARN a caller named: qualified when a qualifier was given, else unqualified.
+    pub fn arn_as_named(&self, name: &str, qualifier: Option<&Qualifier>) -> String {
+        match qualifier {
+            Some(q) => self.qualified_function_arn(name, q),
+            None => self.function_arn(name),
+        }
+    }
+
     /// The execution role used when none is meaningful.
     pub fn default_role(&self) -> String {
         format!("arn:aws:iam::{}:role/lambent-default", self.account_id)
@@ -307,5 +315,10 @@ mod tests {
             ctx.qualified_function_arn("f", &Qualifier::Latest),
             "arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST"
         );
+        assert_eq!(
+            ctx.arn_as_named("f", Some(&Qualifier::Version(2))),
+            "arn:aws:lambda:us-east-1:000000000000:function:f:2"
+        );
+        assert_eq!(ctx.arn_as_named("f", None), ctx.function_arn("f"));
     }
 }

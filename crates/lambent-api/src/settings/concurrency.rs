@@ -11,7 +11,7 @@ use lambent_store::kinds;
 use lambent_types::{FunctionRef, Qualifier};
 
 use super::{
-    arn_of, check_range, delete_existing, iso_now, list_reply, listed_function, paginate, require,
+    check_range, delete_existing, iso_now, list_reply, listed_function, paginate, require,
 };
 use crate::functions::function_ref;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
@@ -329,7 +329,9 @@ fn with_live_status(state: &ApiState, function: &FunctionRef, mut doc: Value) ->
 fn not_configured(state: &ApiState, function: &FunctionRef) -> ApiError {
     pc_not_found(format!(
         "No Provisioned Concurrency Config found for this function: {}",
-        arn_of(state, &function.name, function.qualifier.as_ref())
+        state
+            .arns
+            .arn_as_named(&function.name, function.qualifier.as_ref())
     ))
 }
 

@@ -18,7 +18,7 @@ use lambent_types::FunctionRef;
 use super::invoke_config::validate_destination;
 use super::tags::validate_tags;
 use super::{
-    arn_of, check_enum, check_owner, check_range, epoch_now, list_reply, modify, paginate, require,
+    check_enum, check_owner, check_range, epoch_now, list_reply, modify, paginate, require,
 };
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
 
@@ -382,7 +382,9 @@ pub(crate) fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, Api
     };
     validate_tags(&tags)?;
     let function = resolve_function(state, &raw_function)?;
-    let function_arn = arn_of(state, &function.name, function.qualifier.as_ref());
+    let function_arn = state
+        .arns
+        .arn_as_named(&function.name, function.qualifier.as_ref());
     let id = uuid::Uuid::new_v4().to_string();
     doc.insert("UUID".into(), json!(id));
     doc.insert("FunctionArn".into(), json!(function_arn));
@@ -479,7 +481,11 @@ pub(crate) fn update(req: &ApiRequest, state: &ApiState, id: &str) -> Result<Api
         if let Some(function) = &function {
             doc.insert(
                 "FunctionArn".into(),
-                json!(arn_of(state, &function.name, function.qualifier.as_ref())),
+                json!(
+                    state
+                        .arns
+                        .arn_as_named(&function.name, function.qualifier.as_ref())
+                ),
             );
             doc.insert("FunctionName".into(), json!(function.name));
             doc.insert(

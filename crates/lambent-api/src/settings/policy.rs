@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use lambent_store::kinds;
 use lambent_types::{FunctionRef, Qualifier};
 
-use super::{arn_of, check_enum, modify, require};
+use super::{check_enum, modify, require};
 use crate::functions::function_ref;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
 
@@ -214,7 +214,9 @@ fn no_policy() -> ApiError {
 pub(crate) fn add(req: &ApiRequest, state: &ApiState, label: &str) -> Result<ApiReply, ApiError> {
     let input: PermissionInput = req.json()?;
     let (function, key) = policy_target(req, state, label)?;
-    let resource = arn_of(state, &function.name, function.qualifier.as_ref());
+    let resource = state
+        .arns
+        .arn_as_named(&function.name, function.qualifier.as_ref());
     let statement = build_statement(&input, &resource)?;
     let sid = statement["Sid"].as_str().unwrap_or_default().to_string();
     modify(state, kinds::POLICY, &function.name, &key, &mut |current| {

@@ -13,7 +13,7 @@ use lambent_types::names::ArnContext;
 use lambent_types::{FunctionRef, Qualifier};
 
 use super::{
-    arn_of, check_enum, check_range, delete_existing, iso_now, list_reply, listed_function, modify,
+    check_enum, check_range, delete_existing, iso_now, list_reply, listed_function, modify,
     paginate, require,
 };
 use crate::functions::function_ref;
@@ -175,7 +175,9 @@ fn function_arn(state: &ApiState, function: &str, key: &str) -> String {
     if key.is_empty() {
         state.arns.function_arn(function)
     } else {
-        arn_of(state, function, Some(&Qualifier::Alias(key.to_string())))
+        state
+            .arns
+            .arn_as_named(function, Some(&Qualifier::Alias(key.to_string())))
     }
 }
 
