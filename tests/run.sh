@@ -37,7 +37,8 @@ if [[ -z "$target_dir" ]]; then
 fi
 export LAMBENT_BIN="$target_dir/debug/lambent"
 export LAMBENT_TEST_RUST_BOOTSTRAP="$target_dir/debug/bootstrap"
-for bin in "$LAMBENT_BIN" "$LAMBENT_TEST_RUST_BOOTSTRAP"; do
+export LAMBENT_TEST_PROBE="$target_dir/debug/probe"
+for bin in "$LAMBENT_BIN" "$LAMBENT_TEST_RUST_BOOTSTRAP" "$LAMBENT_TEST_PROBE"; do
     if [[ ! -x "$bin" ]]; then
         echo "error: $bin was not built" >&2
         exit 1

@@ -570,6 +570,15 @@ def start_server(data_dir: Path, log_path: Path, extra_args=(), startup_timeout:
         pytest.fail(f"lambent binary not found at {binary} (build it with `cargo build -p lambent`, or set LAMBENT_BIN)")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    extra_args = list(extra_args)
+    if not any(a == "--sandbox" or a.startswith("--sandbox=") for a in extra_args):
+        # The platform-semantics suite records function pids in a host directory, which a
+        # sandbox hides: it runs unsandboxed unless LAMBENT_TEST_SANDBOX says otherwise.
+        # test_sandbox.py starts its own sandboxed servers.
+        extra_args += ["--sandbox", os.environ.get("LAMBENT_TEST_SANDBOX", "none")]
+    if "--bridge-name" not in extra_args:
+        # Each server gets its own bridge and subnet, so servers of one run never share one.
+        extra_args += ["--bridge-name", f"lbt{port}", "--bridge-subnet", f"10.{100 + port % 100}.{port // 100 % 250}.0/24"]
     log = open(log_path, "ab", buffering=0)
     proc = subprocess.Popen(
         [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", *extra_args],
@@ -758,3 +767,25 @@ def paginate_all(fn, key: str, page_size: int, **kw) -> tuple[list, int]:
         if not marker:
             return items, pages
         assert pages < 100, "pagination does not end"
+
+
+# --------------------------------------------------------------------------
+# the sandbox probe (tests/functions/probe-rs, test_sandbox.py)
+
+
+def probe_binary() -> Path:
+    return Path(os.environ.get("LAMBENT_TEST_PROBE") or _default_target_dir() / "debug" / "probe")
+
+
+def probe_zip(extra_files: dict | None = None) -> bytes:
+    """The sandbox probe as a `provided` function: the binary as `bootstrap`
+    (mode 0755), plus `extra_files` (see make_zip)."""
+    path = probe_binary()
+    if not path.is_file():
+        pytest.fail(
+            f"sandbox probe not built: {path} is missing "
+            "(run `cargo build --workspace`, or set LAMBENT_TEST_PROBE)"
+        )
+    files = {"bootstrap": (path.read_bytes(), 0o755)}
+    files.update(extra_files or {})
+    return make_zip(files)

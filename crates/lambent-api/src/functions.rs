@@ -221,6 +221,7 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
         ..base.clone()
     };
     config.validate()?;
+    crate::settings::tags::check_network_tag(state, &config.tags)?;
     if state.store.get_function(&config.name, LATEST).is_ok() {
         return Err(ApiError::conflict(format!(
             "Function already exist: {}",

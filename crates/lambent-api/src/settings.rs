@@ -18,7 +18,7 @@ mod concurrency;
 mod esm;
 mod invoke_config;
 mod policy;
-mod tags;
+pub(crate) mod tags;
 mod urls;
 
 use std::time::SystemTime;

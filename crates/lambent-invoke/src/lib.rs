@@ -154,7 +154,12 @@ impl Invoker {
         invoker
     }
 
-    /// Metrics and usage of every invocation run through this invoker.
+    /// Whether a function's `lambent:network` tag value is allowed on this server.
+    pub fn check_network_setting(&self, setting: Option<&str>) -> Result<(), String> {
+        self.worker.network_mode(setting).map(|_| ())
+    }
+
+    /// The usage counters.
     pub fn metering(&self) -> &Arc<Metering> {
         &self.metering
     }

@@ -1,23 +1,20 @@
-//! One execution environment: a process group running a function's runtime, its Runtime API
-//! listener, and the logic that carries one invocation through it.
+//! One execution environment: a sandboxed process tree running a function's runtime, its
+//! Runtime API listener, and the logic that carries one invocation through it.
 //!
 //! External extensions (the executables in `/opt/extensions/`) are started first, in the
-//! same process group, cgroup and log pipe; the runtime starts once they have all registered
+//! same sandbox, cgroup and log pipe; the runtime starts once they have all registered
 //! (or one exited, or the init timeout passed).
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
+use lambent_sandbox::{Cell, Directories, Events, InitEvent, Process, Supervisor};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Invocation;
-use crate::cgroup::EnvCgroup;
 use crate::launch::LaunchPlan;
 use crate::logs::{LogCapture, pump};
 use crate::runtime_api::{self, Delivery, EnvStatus, FunctionInfo, Reply, RuntimeApiState};
@@ -33,10 +30,8 @@ pub const EXTENSION_SHUTDOWN: Duration = Duration::from_secs(2);
 pub struct Environment {
     /// Short id for logs.
     pub id: String,
-    /// The runtime's process id.
+    /// The runtime's process id as the environment sees it (the host's without a sandbox).
     pub pid: u32,
-    /// The process group of the runtime and its extensions.
-    pgid: u32,
     /// Captured output.
     pub logs: Arc<LogCapture>,
     /// When the process was started.
@@ -46,13 +41,17 @@ pub struct Environment {
     deliveries: mpsc::Sender<Delivery>,
     status: watch::Receiver<EnvStatus>,
     parked: watch::Receiver<bool>,
+    /// True once every process of the environment is gone.
+    ended: watch::Receiver<bool>,
     server: tokio::task::JoinHandle<()>,
     state: Arc<RuntimeApiState>,
     killed: Arc<AtomicBool>,
     /// Set when the environment is being ended after a failed invocation.
     ending: AtomicBool,
     provisioned: AtomicBool,
-    cgroup: Arc<EnvCgroup>,
+    supervisor: Arc<Supervisor>,
+    /// True when the runtime's pid is a host pid (no PID namespace).
+    host_pids: bool,
 }
 
 /// How an invocation ended inside an environment.
@@ -77,18 +76,35 @@ pub enum Failure {
     OutOfMemory,
 }
 
+/// Reasons an environment's processes could not be started.
+fn start_failure(
+    cleanup: &Arc<Supervisor>,
+    server: &tokio::task::JoinHandle<()>,
+    error: std::io::Error,
+) -> std::io::Error {
+    server.abort();
+    let supervisor = cleanup.clone();
+    tokio::spawn(async move { supervisor.cleanup().await });
+    error
+}
+
 impl Environment {
-    /// Starts the process described by `plan` with a fresh Runtime API listener.
-    /// `make_plan` receives the `host:port` of that listener.
+    /// Starts the runtime described by `plan` in the sandbox `cell` (with the host
+    /// directories `dirs`), serving its Runtime API. `make_plan` receives the
+    /// `AWS_LAMBDA_RUNTIME_API` address.
     pub async fn start<E>(
         label: &str,
         log_stream: &str,
-        cgroup: EnvCgroup,
+        mut cell: Cell,
+        dirs: &Directories,
+        host_pids: bool,
         make_plan: impl FnOnce(&str) -> Result<LaunchPlan, E>,
     ) -> Result<Result<Arc<Self>, E>, std::io::Error> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?.to_string();
-        let plan = match make_plan(&address) {
+        let listener = cell
+            .take_listener()
+            .ok_or_else(|| std::io::Error::other("the sandbox has no Runtime API listener"))?;
+        let listener = TcpListener::from_std(listener)?;
+        let plan = match make_plan(cell.runtime_api()) {
             Ok(plan) => plan,
             Err(e) => return Ok(Err(e)),
         };
@@ -107,163 +123,177 @@ impl Environment {
         let (status_tx, status_rx) = watch::channel(EnvStatus::Initializing);
         let (delivery_tx, delivery_rx) = mpsc::channel(1);
         let (parked_tx, parked_rx) = watch::channel(false);
+        let (ended_tx, ended_rx) = watch::channel(false);
         let state = RuntimeApiState::new(delivery_rx, status_tx.clone(), parked_tx, info);
         let server = runtime_api::serve(listener, state.clone());
 
-        let (reader, writer) = std::io::pipe()?;
-        let cgroup = Arc::new(cgroup);
+        let reader = cell
+            .take_output()
+            .ok_or_else(|| std::io::Error::other("the sandbox has no output pipe"))?;
         let logs = Arc::new(LogCapture::default());
         logs.set_telemetry(state.telemetry.clone());
-        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)?;
         tokio::spawn(pump(reader, logs.clone(), label.to_string()));
-        let killed = Arc::new(AtomicBool::new(false));
-        let live_extensions = Arc::new(AtomicUsize::new(0));
-        let spawn_in_group = |program: &std::path::Path,
-                              args: &[std::ffi::OsString],
-                              group: u32,
-                              writer: &std::io::PipeWriter|
-         -> std::io::Result<tokio::process::Child> {
-            let mut command = tokio::process::Command::new(program);
-            command
-                .args(args)
-                .current_dir(&plan.cwd)
-                .env_clear()
-                .envs(plan.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(writer.try_clone()?))
-                .stderr(Stdio::from(writer.try_clone()?))
-                .process_group(group as i32)
-                .kill_on_drop(true);
-            command.spawn()
-        };
 
-        // External extensions first, all in the group the first one leads.
-        let mut pgid = 0u32;
-        for path in &plan.extensions {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut child = match spawn_in_group(path, &[], pgid, &writer) {
-                Ok(child) => child,
-                Err(e) => {
-                    tracing::warn!(function = label, extension = %name, "extension failed to start: {e}");
-                    continue;
-                }
-            };
-            let pid = child.id().unwrap_or_default();
-            if pgid == 0 {
-                pgid = pid;
-            }
-            cgroup.add(pid);
-            live_extensions.fetch_add(1, Ordering::AcqRel);
-            let (state, live, killed, status_tx) = (
-                state.clone(),
-                live_extensions.clone(),
-                killed.clone(),
-                status_tx.clone(),
-            );
-            tokio::spawn(async move {
-                let how = match child.wait().await {
-                    Ok(status) => describe_exit(status),
-                    Err(e) => format!("wait failed: {e}"),
-                };
-                live.fetch_sub(1, Ordering::AcqRel);
-                state.extension_gone(&name);
-                if !killed.load(Ordering::Acquire) {
-                    // An extension that dies takes its environment with it, as on Lambda.
-                    status_tx.send_if_modified(|status| {
-                        if status.is_terminal() {
-                            false
-                        } else {
-                            *status = EnvStatus::Exited(format!("extension {name} exited: {how}"));
-                            true
-                        }
-                    });
-                }
-            });
-        }
-        let started_extensions = live_extensions.load(Ordering::Acquire);
-        if started_extensions > 0 {
-            // Lambda starts the runtime once every extension has registered.
-            let until = Instant::now() + INIT_TIMEOUT;
-            while state.extensions.count() < started_extensions
-                && live_extensions.load(Ordering::Acquire) == started_extensions
-                && Instant::now() < until
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-
-        let mut spawned = spawn_in_group(&plan.program, &plan.args, pgid, &writer);
-        if spawned.is_err() && pgid != 0 {
-            // The extensions' group is gone (they all exited): the runtime leads its own.
-            spawned = spawn_in_group(&plan.program, &plan.args, 0, &writer);
-        }
-        drop(writer);
-        let mut child = match spawned {
-            Ok(child) => child,
+        let extension_names: Vec<String> = plan
+            .extensions
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let runtime_index = plan.extensions.len();
+        let hold_runtime = runtime_index > 0;
+        let mut processes: Vec<Process> = plan
+            .extensions
+            .iter()
+            .map(|path| Process {
+                program: path.clone(),
+                args: Vec::new(),
+                runtime: false,
+                held: false,
+            })
+            .collect();
+        processes.push(Process {
+            program: plan.program.clone(),
+            args: plan
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            runtime: true,
+            held: hold_runtime,
+        });
+        let launched = cell.launch(dirs, processes, plan.env.clone(), plan.cwd.clone());
+        let (supervisor, mut events) = match launched {
+            Ok((supervisor, events)) => (Arc::new(supervisor), events),
             Err(e) => {
                 server.abort();
-                if pgid != 0 {
-                    let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
-                }
-                cgroup.kill_members();
                 return Err(e);
             }
         };
-        let pid = child.id().unwrap_or_default();
-        if pgid == 0 || live_extensions.load(Ordering::Acquire) == 0 {
-            pgid = pid;
-        }
-        cgroup.add(pid);
-        let members = cgroup.clone();
-        let (live, gone) = (live_extensions.clone(), killed.clone());
-        tokio::spawn(async move {
-            let description = match child.wait().await {
-                Ok(status) => describe_exit(status),
-                Err(e) => format!("wait failed: {e}"),
-            };
-            let out_of_memory = members.oom_killed();
-            status_tx.send_if_modified(|status| {
-                if matches!(status, EnvStatus::InitFailed(_)) {
-                    false
-                } else {
-                    *status = if out_of_memory {
-                        EnvStatus::OutOfMemory
-                    } else {
-                        EnvStatus::Exited(description)
-                    };
-                    true
+
+        // Extensions first: their start results, then (if any started) their registrations.
+        let mut extension_alive = vec![false; runtime_index];
+        let mut pending = runtime_index;
+        while pending > 0 {
+            match events.next().await {
+                Some(InitEvent::Started { index, .. }) if index < runtime_index => {
+                    extension_alive[index] = true;
+                    pending -= 1;
                 }
-            });
-            // Extensions shutting down get their time before the cgroup is emptied.
-            let until = Instant::now() + EXTENSION_SHUTDOWN;
-            while live.load(Ordering::Acquire) > 0
-                && !gone.load(Ordering::Acquire)
+                Some(InitEvent::SpawnFailed { index, error }) if index < runtime_index => {
+                    tracing::warn!(function = label, extension = %extension_names[index], "extension failed to start: {error}");
+                    pending -= 1;
+                }
+                Some(InitEvent::Exited { index, .. }) if index < runtime_index => {
+                    extension_alive[index] = false;
+                }
+                Some(InitEvent::SetupFailed(message)) => {
+                    return Err(start_failure(
+                        &supervisor,
+                        &server,
+                        std::io::Error::other(format!("the sandbox could not be built: {message}")),
+                    ));
+                }
+                None => {
+                    return Err(start_failure(
+                        &supervisor,
+                        &server,
+                        std::io::Error::other(
+                            "the sandbox init exited before the environment started",
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let live = |alive: &[bool]| alive.iter().filter(|a| **a).count();
+        let started_extensions = live(&extension_alive);
+        if hold_runtime {
+            // Lambda starts the runtime once every extension has registered.
+            let until = Instant::now() + INIT_TIMEOUT;
+            while started_extensions > 0
+                && state.extensions.count() < started_extensions
+                && live(&extension_alive) == started_extensions
                 && Instant::now() < until
             {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::select! {
+                    event = events.next() => match event {
+                        Some(InitEvent::Exited { index, .. }) if index < runtime_index => {
+                            extension_alive[index] = false;
+                            state.extension_gone(&extension_names[index]);
+                        }
+                        None => break,
+                        Some(_) => {}
+                    },
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
             }
-            // Nothing the environment started may outlive it.
-            let _ = tokio::task::spawn_blocking(move || members.kill_all_and_remove()).await;
-        });
+            supervisor.start_held();
+        }
+        let pid = loop {
+            match events.next().await {
+                Some(InitEvent::Started { index, pid }) if index == runtime_index => break pid,
+                Some(InitEvent::SpawnFailed { index, error }) if index == runtime_index => {
+                    return Err(start_failure(&supervisor, &server, error));
+                }
+                Some(InitEvent::Exited { index, .. }) if index < runtime_index => {
+                    extension_alive[index] = false;
+                    state.extension_gone(&extension_names[index]);
+                }
+                Some(InitEvent::SetupFailed(message)) => {
+                    return Err(start_failure(
+                        &supervisor,
+                        &server,
+                        std::io::Error::other(format!("the sandbox could not be built: {message}")),
+                    ));
+                }
+                None => {
+                    return Err(start_failure(
+                        &supervisor,
+                        &server,
+                        std::io::Error::other("the sandbox init exited before the runtime started"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        };
+        let killed = Arc::new(AtomicBool::new(false));
+        let live_extensions = Arc::new(AtomicUsize::new(live(&extension_alive)));
+        tokio::spawn(watch_events(
+            events,
+            EventContext {
+                supervisor: supervisor.clone(),
+                state: state.clone(),
+                status: status_tx,
+                ended: ended_tx,
+                killed: killed.clone(),
+                live_extensions,
+                extension_alive,
+                extension_names,
+                runtime_index,
+            },
+        ));
         Ok(Ok(Arc::new(Self {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             pid,
-            pgid,
             logs,
             started: Instant::now(),
             log_stream: log_stream.to_string(),
             deliveries: delivery_tx,
             status: status_rx,
             parked: parked_rx,
+            ended: ended_rx,
             server,
             state,
             killed,
             ending: AtomicBool::new(false),
             provisioned: AtomicBool::new(false),
-            cgroup,
+            supervisor,
+            host_pids,
         })))
     }
 
@@ -288,14 +318,14 @@ impl Environment {
     /// once without extensions; with them, the runtime is killed at once, SHUTDOWN subscribers
     /// are told `reason`, and the rest is killed when all have exited or 2 s have passed.
     pub fn abandon(self: &Arc<Self>, reason: &'static str) {
-        if !self.has_extensions() || self.killed.load(Ordering::Relaxed) || self.pid == 0 {
+        if !self.has_extensions() || self.killed.load(Ordering::Relaxed) {
             self.kill();
             return;
         }
         if self.ending.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        self.supervisor.kill_runtime();
         self.send_shutdown(reason, EXTENSION_SHUTDOWN);
         let env = self.clone();
         tokio::spawn(async move {
@@ -316,12 +346,10 @@ impl Environment {
         );
     }
 
-    /// Waits (up to `limit`) until no process of the environment's group is left.
+    /// Waits (up to `limit`) until no process of the environment is left.
     async fn wait_group_exit(&self, limit: Duration) {
-        let until = Instant::now() + limit;
-        while Instant::now() < until && killpg(Pid::from_raw(self.pgid as i32), None).is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(limit, ended.wait_for(|e| *e)).await;
     }
 
     /// Marks (or unmarks) the environment as provisioned concurrency: kept warm, never reaped idle.
@@ -413,52 +441,53 @@ impl Environment {
     }
 
     /// Stops the environment the way Lambda's SHUTDOWN does. Without extensions: SIGTERM to
-    /// the process group, up to `grace` to exit, then SIGKILL to everything left. With
+    /// its processes, up to `grace` to exit, then SIGKILL to everything left. With
     /// extensions: a SHUTDOWN event (`spindown`) to those subscribed, SIGTERM to the runtime,
     /// and at most `grace` (capped at 2 s) for every process to exit before SIGKILL.
     pub async fn stop(&self, grace: Duration) {
-        if !self.killed.load(Ordering::Relaxed)
-            && self.pid != 0
-            && !self.status.borrow().is_terminal()
-        {
+        if !self.killed.load(Ordering::Relaxed) && !self.status.borrow().is_terminal() {
             if self.has_extensions() {
                 let budget = grace.min(EXTENSION_SHUTDOWN);
                 self.send_shutdown("spindown", budget);
-                let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+                self.supervisor.term_runtime();
                 self.wait_group_exit(budget).await;
             } else {
-                let _ = killpg(Pid::from_raw(self.pgid as i32), Signal::SIGTERM);
+                self.supervisor.term_all();
                 self.wait_exit(grace).await;
             }
         }
         self.kill();
     }
 
-    /// Kills the whole process group and stops the Runtime API listener.
+    /// Kills every process of the environment and stops the Runtime API listener.
     pub fn kill(&self) {
         if self.killed.swap(true, Ordering::Relaxed) {
             return;
         }
         self.server.abort();
-        // The group outlives its leader while any child lives, so it is killed even after exit.
-        if self.pgid != 0 {
-            let _ = killpg(Pid::from_raw(self.pgid as i32), Signal::SIGKILL);
-        }
-        self.cgroup.kill_members();
+        self.supervisor.kill_all();
     }
 
-    /// Waits (up to `limit`) until the process has exited.
+    /// Waits (up to `limit`) until the runtime has exited.
     pub async fn wait_exit(&self, limit: Duration) {
         let mut status = self.status.clone();
         let _ = tokio::time::timeout(limit, status.wait_for(EnvStatus::is_terminal)).await;
     }
 
-    /// Peak memory of the environment, MB: its cgroup's peak usage or the runtime process's
-    /// peak RSS (`/proc/<pid>/status` VmHWM), whichever is larger.
+    /// Waits (up to `limit`) until every process is gone and the sandbox is removed.
+    pub async fn wait_ended(&self, limit: Duration) {
+        self.wait_group_exit(limit).await;
+    }
+
+    /// Peak memory of the environment, MB: its cgroup's peak usage or, without a PID
+    /// namespace, the larger of that and the runtime process's peak RSS (`VmHWM`).
     pub fn max_memory_mb(&self) -> u64 {
+        let cgroup = self.supervisor.max_memory_mb().unwrap_or(0);
+        if !self.host_pids {
+            return cgroup;
+        }
         // Memory the runtime touched before it joined its cgroup is charged elsewhere, so the
         // larger of the two readings is the truer one.
-        let cgroup = self.cgroup.max_memory_mb().unwrap_or(0);
         let process = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .ok()
             .and_then(|status| {
@@ -496,18 +525,75 @@ fn terminal_failure(status: &EnvStatus) -> Failure {
     }
 }
 
-/// Describes an exit the way Lambda does (`exit status 1`, `signal: killed`).
-fn describe_exit(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        return format!("exit status {code}");
+/// What the task following an environment's init needs.
+struct EventContext {
+    supervisor: Arc<Supervisor>,
+    state: Arc<RuntimeApiState>,
+    status: watch::Sender<EnvStatus>,
+    ended: watch::Sender<bool>,
+    killed: Arc<AtomicBool>,
+    live_extensions: Arc<AtomicUsize>,
+    extension_alive: Vec<bool>,
+    extension_names: Vec<String>,
+    runtime_index: usize,
+}
+
+/// Follows the init's reports until every process is gone, then removes the sandbox.
+async fn watch_events(mut events: Events, mut cx: EventContext) {
+    while let Some(event) = events.next().await {
+        let InitEvent::Exited { index, description } = event else {
+            continue;
+        };
+        if index == cx.runtime_index {
+            let out_of_memory = cx.supervisor.oom_killed();
+            cx.status.send_if_modified(|status| {
+                if matches!(status, EnvStatus::InitFailed(_)) {
+                    false
+                } else {
+                    *status = if out_of_memory {
+                        EnvStatus::OutOfMemory
+                    } else {
+                        EnvStatus::Exited(description)
+                    };
+                    true
+                }
+            });
+            // Extensions shutting down get their time, then nothing may outlive the runtime.
+            let supervisor = cx.supervisor.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(EXTENSION_SHUTDOWN).await;
+                supervisor.kill_all();
+            });
+            if cx.live_extensions.load(Ordering::Acquire) == 0 {
+                cx.supervisor.kill_all();
+            }
+        } else if cx.extension_alive.get(index).copied().unwrap_or(false) {
+            cx.extension_alive[index] = false;
+            cx.live_extensions.fetch_sub(1, Ordering::AcqRel);
+            let name = &cx.extension_names[index];
+            cx.state.extension_gone(name);
+            if !cx.killed.load(Ordering::Acquire) {
+                // An extension that dies takes its environment with it, as on Lambda.
+                cx.status.send_if_modified(|status| {
+                    if status.is_terminal() {
+                        false
+                    } else {
+                        *status =
+                            EnvStatus::Exited(format!("extension {name} exited: {description}"));
+                        true
+                    }
+                });
+            }
+        }
     }
-    match status.signal() {
-        Some(9) => "signal: killed".into(),
-        Some(15) => "signal: terminated".into(),
-        Some(11) => "signal: segmentation fault".into(),
-        Some(6) => "signal: aborted".into(),
-        Some(n) => format!("signal: {n}"),
-        None => "exited".into(),
-    }
+    cx.status.send_if_modified(|status| {
+        if status.is_terminal() {
+            false
+        } else {
+            *status = EnvStatus::Exited("the environment stopped".into());
+            true
+        }
+    });
+    cx.supervisor.cleanup().await;
+    let _ = cx.ended.send(true);
 }

@@ -10,6 +10,11 @@ use std::sync::Mutex;
 use lambent_types::FunctionConfig;
 use lambent_types::runtime::{RuntimeFamily, language_version, runtime_family};
 
+/// Where a sandboxed environment sees its code.
+const TASK_ROOT: &str = "/var/task";
+/// Where a sandboxed environment sees Lambent's managed bootstraps.
+const RUNTIME_ROOT: &str = "/var/runtime";
+
 /// Lambent's Python bootstrap, embedded in the binary.
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
 /// Lambent's Node bootstrap, embedded in the binary.
@@ -43,6 +48,9 @@ pub struct RuntimeHosts {
     pub python: Option<(PathBuf, String)>,
     /// The Node.js binary and its major version.
     pub node: Option<(PathBuf, String)>,
+    /// Installation directories of those interpreters outside `/usr`, which sandboxed
+    /// environments see read-only at the same place.
+    pub interpreter_roots: Vec<PathBuf>,
     warned: Mutex<HashSet<String>>,
 }
 
@@ -63,27 +71,49 @@ impl RuntimeHosts {
         }
         let python_cmd = std::env::var("LAMBENT_PYTHON").unwrap_or_else(|_| "python3".into());
         let node_cmd = std::env::var("LAMBENT_NODE").unwrap_or_else(|_| "node".into());
+        let mut prefixes = Vec::new();
+        let python = probe(
+            &python_cmd,
+            &[
+                "-c",
+                "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2]); print(sys.prefix); print(sys.base_prefix)",
+            ],
+        )
+        .and_then(|out| {
+            let mut lines = out.lines();
+            let found = (PathBuf::from(lines.next()?), lines.next()?.to_string());
+            prefixes.extend(lines.map(PathBuf::from));
+            Some(found)
+        });
+        let node = probe(
+            &node_cmd,
+            &[
+                "-e",
+                "console.log(process.execPath); console.log(process.versions.node.split('.')[0])",
+            ],
+        )
+        .and_then(|out| {
+            let mut lines = out.lines();
+            let found = (PathBuf::from(lines.next()?), lines.next()?.to_string());
+            prefixes.extend(
+                found
+                    .0
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf),
+            );
+            Some(found)
+        });
+        prefixes.sort();
+        prefixes.dedup();
+        prefixes.retain(|p| {
+            p.is_absolute() && p.is_dir() && !p.starts_with("/usr") && p != Path::new("/")
+        });
         Ok(Self {
             runtime_dir: runtime_dir.to_path_buf(),
-            python: probe(
-                &python_cmd,
-                &[
-                    "-c",
-                    "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2])",
-                ],
-            )
-            .and_then(|out| {
-                let mut lines = out.lines();
-                Some((PathBuf::from(lines.next()?), lines.next()?.to_string()))
-            }),
-            node: probe(
-                &node_cmd,
-                &["-e", "console.log(process.execPath); console.log(process.versions.node.split('.')[0])"],
-            )
-            .and_then(|out| {
-                let mut lines = out.lines();
-                Some((PathBuf::from(lines.next()?), lines.next()?.to_string()))
-            }),
+            python,
+            node,
+            interpreter_roots: prefixes,
             warned: Mutex::new(HashSet::new()),
         })
     }
@@ -234,23 +264,44 @@ fn merge_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// Builds the launch plan for `config` with code unpacked at `task_root` and the merged layers
 /// (see [`build_opt`]) at `opt`, which stands in for `/opt` until environments get their own
 /// mount namespace; the literal `/opt/...` paths stay in the search paths after it.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     hosts: &RuntimeHosts,
     config: &FunctionConfig,
     task_root: &Path,
     opt: Option<&Path>,
+    isolated: bool,
     region: &str,
     log_stream: &str,
     runtime_api: &str,
 ) -> Result<LaunchPlan, LaunchError> {
     let family =
         runtime_family(&config.runtime).map_err(|e| LaunchError::UnknownRuntime(e.to_string()))?;
-    let task = task_root.to_string_lossy().into_owned();
-    let runtime_dir = hosts.runtime_dir.to_string_lossy().into_owned();
+    // In a sandbox the code, layers and bootstraps are at Lambda's paths; without one, the
+    // host's directories stand in for them.
+    let task_view = if isolated {
+        PathBuf::from(TASK_ROOT)
+    } else {
+        task_root.to_path_buf()
+    };
+    let runtime_view = if isolated {
+        PathBuf::from(RUNTIME_ROOT)
+    } else {
+        hosts.runtime_dir.clone()
+    };
+    let opt_view = opt.map(|o| {
+        if isolated {
+            PathBuf::from("/opt")
+        } else {
+            o.to_path_buf()
+        }
+    });
+    let task = task_view.to_string_lossy().into_owned();
+    let runtime_dir = runtime_view.to_string_lossy().into_owned();
     // Each search path gets the layer directory first, then the literal AWS path.
     let opt_paths = |suffixes: &[String]| -> String {
         let mut parts = Vec::new();
-        if let Some(opt) = opt {
+        if let Some(opt) = opt.filter(|_| !isolated) {
             parts.extend(suffixes.iter().map(|s| format!("{}/{s}", opt.display())));
         }
         parts.extend(suffixes.iter().map(|s| format!("/opt/{s}")));
@@ -295,10 +346,13 @@ pub fn plan(
     ];
     let (program, args) = match family {
         RuntimeFamily::Provided => {
-            let bootstrap = std::iter::once(task_root.join("bootstrap"))
-                .chain(opt.map(|o| o.join("bootstrap")))
-                .find(|b| b.exists())
-                .ok_or(LaunchError::NoBootstrap)?;
+            let bootstrap = if task_root.join("bootstrap").exists() {
+                task_view.join("bootstrap")
+            } else if let Some(opt) = opt.filter(|o| o.join("bootstrap").exists()) {
+                opt_view.as_deref().unwrap_or(opt).join("bootstrap")
+            } else {
+                return Err(LaunchError::NoBootstrap);
+            };
             (bootstrap, Vec::new())
         }
         RuntimeFamily::Python => {
@@ -322,6 +376,7 @@ pub fn plan(
                 &hosts.python,
                 "python3",
                 "python/bootstrap.py",
+                &runtime_view,
                 &mut env,
             )?
         }
@@ -345,6 +400,7 @@ pub fn plan(
                 &hosts.node,
                 "node",
                 "node/bootstrap.mjs",
+                &runtime_view,
                 &mut env,
             )?
         }
@@ -355,12 +411,23 @@ pub fn plan(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone())),
     );
+    let extensions = opt
+        .map(external_extensions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|path| match (&opt_view, opt, path.file_name()) {
+            (Some(view), Some(host), Some(name)) if view != host => {
+                view.join("extensions").join(name)
+            }
+            _ => path,
+        })
+        .collect();
     Ok(LaunchPlan {
         program,
         args,
-        cwd: task_root.to_path_buf(),
+        cwd: task_view,
         env,
-        extensions: opt.map(external_extensions).unwrap_or_default(),
+        extensions,
     })
 }
 
@@ -371,6 +438,7 @@ fn managed(
     interpreter: &Option<(PathBuf, String)>,
     program: &str,
     bootstrap: &str,
+    runtime_view: &Path,
     env: &mut Vec<(String, String)>,
 ) -> Result<(PathBuf, Vec<OsString>), LaunchError> {
     let (path, version) = interpreter
@@ -384,7 +452,7 @@ fn managed(
         "AWS_EXECUTION_ENV".into(),
         format!("AWS_Lambda_{}", config.runtime),
     ));
-    Ok((path.clone(), vec![hosts.runtime_dir.join(bootstrap).into()]))
+    Ok((path.clone(), vec![runtime_view.join(bootstrap).into()]))
 }
 
 #[cfg(test)]
@@ -424,6 +492,7 @@ mod tests {
             runtime_dir: dir.to_path_buf(),
             python: Some(("/usr/bin/python3".into(), "3.11".into())),
             node: None,
+            interpreter_roots: Vec::new(),
             warned: Mutex::new(HashSet::new()),
         }
     }
@@ -436,6 +505,7 @@ mod tests {
             &config("python3.12"),
             dir.path(),
             None,
+            false,
             "eu-west-1",
             "s",
             "127.0.0.1:1",
@@ -467,6 +537,7 @@ mod tests {
                 &config("provided.al2023"),
                 dir.path(),
                 None,
+                false,
                 "r",
                 "s",
                 "a"
@@ -479,6 +550,7 @@ mod tests {
             &config("provided.al2023"),
             dir.path(),
             None,
+            false,
             "r",
             "s",
             "a",
@@ -492,6 +564,7 @@ mod tests {
                 &config("nodejs20.x"),
                 dir.path(),
                 None,
+                false,
                 "r",
                 "s",
                 "a"
@@ -575,6 +648,7 @@ mod tests {
             &config("provided.al2023"),
             &task,
             Some(&opt),
+            false,
             "r",
             "s",
             "a",
@@ -587,6 +661,7 @@ mod tests {
             &config("provided.al2023"),
             &task,
             Some(&opt),
+            false,
             "r",
             "s",
             "a",
@@ -598,6 +673,7 @@ mod tests {
             &config("python3.12"),
             &task,
             Some(&opt),
+            false,
             "r",
             "s",
             "a",

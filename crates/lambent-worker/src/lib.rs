@@ -8,7 +8,6 @@
 //! brokers: callers hand it a [`FunctionConfig`](lambent_types::FunctionConfig), the code
 //! directory and an [`Invocation`].
 
-mod cgroup;
 mod environment;
 mod extensions;
 mod launch;
@@ -18,7 +17,7 @@ mod runtime_api;
 mod telemetry;
 
 pub use launch::{LaunchError, RuntimeHosts};
-pub use pool::{Worker, WorkerConfig};
+pub use pool::{NETWORK_TAG, Worker, WorkerConfig};
 
 use bytes::Bytes;
 

@@ -10,15 +10,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lambent_types::FunctionConfig;
 
-use crate::cgroup::CgroupRoot;
 use crate::environment::{Environment, Failure, Outcome};
 use crate::launch::{self, LaunchError, RuntimeHosts};
 use crate::runtime_api::{MAX_RESPONSE_BYTES, Reply, error_document};
 use crate::{Invocation, InvocationReport, InvocationResult, WorkerError};
+use lambent_sandbox::{Directories, NetworkMode, Sandbox};
 
 /// How long a runtime normally takes to come back to `/next` after answering; an invocation
 /// waits this long for such an environment before starting a new one.
 const RETURN_TO_NEXT: Duration = Duration::from_millis(50);
+
+/// The function tag that chooses an environment's network mode (`none`, `bridge`, `host`).
+pub const NETWORK_TAG: &str = "lambent:network";
 
 /// How long a runtime gets between SIGTERM and SIGKILL when its environment is shut down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -39,11 +42,8 @@ pub struct WorkerConfig {
     pub max_concurrency: usize,
     /// Where the merged layer trees that stand in for `/opt` are built.
     pub opt_root: PathBuf,
-    /// The cgroup v1 mount (normally `/sys/fs/cgroup`) for per-environment memory and
-    /// process limits; `None` runs environments without them.
-    pub cgroup_mount: Option<PathBuf>,
-    /// Most processes and threads one environment may have.
-    pub pids_max: u32,
+    /// The sandbox environments run in.
+    pub sandbox: Arc<Sandbox>,
     /// Where function logs are recorded (CloudWatch Logs streams); `None` keeps them only in
     /// the platform log.
     pub log_store: Option<Arc<lambent_store::logs::LogStore>>,
@@ -83,8 +83,6 @@ pub struct Worker {
     busy: Mutex<HashMap<String, (PoolKey, Arc<Environment>)>>,
     in_flight: AtomicUsize,
     closing: AtomicBool,
-    /// This server's cgroups, parent of each environment's.
-    cgroups: CgroupRoot,
     /// Provisioned concurrency to maintain, per (function, version).
     provision_targets: Mutex<HashMap<(String, String), ProvisionTarget>>,
     /// Per (function, version): environments started before this instant must not be reused.
@@ -103,11 +101,6 @@ impl Drop for InFlightGuard<'_> {
 impl Worker {
     /// Creates a worker and starts its idle reaper.
     pub fn new(config: WorkerConfig, hosts: RuntimeHosts) -> Arc<Self> {
-        let cgroups = config
-            .cgroup_mount
-            .as_deref()
-            .map(CgroupRoot::create)
-            .unwrap_or_default();
         let worker = Arc::new(Self {
             config,
             hosts,
@@ -116,7 +109,6 @@ impl Worker {
             in_flight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             retired_before: Mutex::new(HashMap::new()),
-            cgroups,
             provision_targets: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&worker);
@@ -131,6 +123,11 @@ impl Worker {
             }
         });
         worker
+    }
+
+    /// The network mode for a function's `lambent:network` tag value, or why it is refused.
+    pub fn network_mode(&self, setting: Option<&str>) -> Result<NetworkMode, String> {
+        self.config.sandbox.network_mode(setting)
     }
 
     /// Number of invocations running now.
@@ -494,30 +491,52 @@ impl Worker {
             config.version,
             uuid::Uuid::new_v4().simple()
         );
-        let cgroup = self.cgroups.environment(
-            &uuid::Uuid::new_v4().simple().to_string(),
-            config.memory_size,
-            self.config.pids_max,
-        );
-        let started = Environment::start(&config.name, &log_stream, cgroup, |address| {
-            launch::plan(
-                &self.hosts,
-                config,
-                task_root,
-                opt.as_deref(),
-                &self.config.region,
-                &log_stream,
-                address,
-            )
-            .map(|mut plan| {
-                for (key, value) in &mut plan.env {
-                    if key == "AWS_LAMBDA_INITIALIZATION_TYPE" {
-                        *value = initialization_type.to_string();
+        let network = match self.network_mode(config.tags.get(NETWORK_TAG).map(String::as_str)) {
+            Ok(mode) => mode,
+            Err(message) => return Ok(Err(message)),
+        };
+        let sandbox = &self.config.sandbox;
+        let begun = Instant::now();
+        let cell = match sandbox.cell(config.memory_size, network).await {
+            Ok(cell) => cell,
+            Err(lambent_sandbox::SandboxError::Refused(message)) => return Ok(Err(message)),
+            Err(e) => return Err(WorkerError::Platform(std::io::Error::other(e.to_string()))),
+        };
+        let dirs = Directories {
+            task: task_root.to_path_buf(),
+            opt: opt.clone(),
+            runtime_dir: self.hosts.runtime_dir.clone(),
+            tmp_mb: config.ephemeral_storage,
+        };
+        let isolated = sandbox.isolated();
+        let sandboxed = Instant::now();
+        let started = Environment::start(
+            &config.name,
+            &log_stream,
+            cell,
+            &dirs,
+            !isolated,
+            |address| {
+                launch::plan(
+                    &self.hosts,
+                    config,
+                    task_root,
+                    opt.as_deref(),
+                    isolated,
+                    &self.config.region,
+                    &log_stream,
+                    address,
+                )
+                .map(|mut plan| {
+                    for (key, value) in &mut plan.env {
+                        if key == "AWS_LAMBDA_INITIALIZATION_TYPE" {
+                            *value = initialization_type.to_string();
+                        }
                     }
-                }
-                plan
-            })
-        })
+                    plan
+                })
+            },
+        )
         .await;
         match started {
             Ok(Ok(env)) => {
@@ -525,7 +544,18 @@ impl Worker {
                     env.logs
                         .attach(store.clone(), &config.name, &env.log_stream);
                 }
-                tracing::debug!(function = %config.name, env = %env.id, pid = env.pid, log_stream = %env.log_stream, "environment started");
+                // The platform's part of a cold start: preparing the sandbox (cgroups, network
+                // namespace) and starting the init until the runtime's exec succeeded.
+                tracing::debug!(
+                    function = %config.name,
+                    env = %env.id,
+                    pid = env.pid,
+                    log_stream = %env.log_stream,
+                    network = network.as_str(),
+                    sandbox_us = sandboxed.duration_since(begun).as_micros() as u64,
+                    spawn_us = env.started.duration_since(sandboxed).as_micros() as u64,
+                    "environment started"
+                );
                 Ok(Ok(env))
             }
             Ok(Err(LaunchError::NoBootstrap)) => Ok(Err(LaunchError::NoBootstrap.to_string())),
@@ -758,6 +788,7 @@ impl Worker {
     /// environment and waits for the processes to exit.
     pub async fn shutdown(&self, grace: Duration) {
         self.closing.store(true, Ordering::Release);
+        self.config.sandbox.stop_preparing();
         let deadline = Instant::now() + grace;
         while self.in_flight() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -776,11 +807,20 @@ impl Worker {
         for env in &all {
             env.wait_exit(SHUTDOWN_GRACE).await;
         }
-        self.cgroups.remove();
-        tracing::info!(
-            environments = all.len(),
-            "all execution environments stopped"
-        );
+        for env in &all {
+            env.wait_ended(SHUTDOWN_GRACE).await;
+        }
+        let stopped = all.len();
+        drop(all);
+        let leftovers = self.config.sandbox.leftover_cgroups();
+        if !leftovers.is_empty() {
+            tracing::warn!(
+                count = leftovers.len(),
+                "environment cgroups left at shutdown"
+            );
+        }
+        self.config.sandbox.shutdown();
+        tracing::info!(environments = stopped, "all execution environments stopped");
     }
 }
 

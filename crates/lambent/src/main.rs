@@ -37,13 +37,30 @@ enum Command {
     Client(client::ClientCommand),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // An execution environment's init is this binary re-executed by the server; it must run
+    // before anything starts a thread.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(lambent_sandbox::INIT_ARG) {
+        lambent_sandbox::init_main(&args[2..]);
+    }
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve::run(args, &cli.data_dir).await,
-        Command::Client(command) => client::run(command, &cli.data_dir, cli.output).await,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args, &cli.data_dir).await,
+            Command::Client(command) => client::run(command, &cli.data_dir, cli.output).await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

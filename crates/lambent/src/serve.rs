@@ -11,6 +11,7 @@ use clap::Args;
 
 use lambent_api::{ApiState, AuthMode};
 use lambent_invoke::{AsyncSettings, Invoker};
+use lambent_sandbox::{NetworkMode, Sandbox, SandboxConfig, SandboxMode};
 use lambent_store::{CodeStore, SqliteStore, Store};
 use lambent_types::names::ArnContext;
 use lambent_worker::{RuntimeHosts, Worker, WorkerConfig};
@@ -47,9 +48,38 @@ pub struct ServeArgs {
     /// Most processes and threads one execution environment may run (fork bombs stop here).
     #[arg(long, env = "LAMBENT_PIDS_LIMIT", default_value_t = 1024)]
     pids_limit: u32,
-    /// Run environments without cgroup memory and process limits.
+    /// Run environments without cgroup memory and process limits (only with --sandbox=none).
     #[arg(long)]
     no_cgroups: bool,
+    /// How execution environments are isolated: `namespaces` (the default; needs root) or
+    /// `none` (development only: functions run as host processes with the server's rights).
+    #[arg(
+        long,
+        env = "LAMBENT_SANDBOX",
+        value_enum,
+        default_value = "namespaces"
+    )]
+    sandbox: SandboxArg,
+    /// Default outbound network of functions without a `lambent:network` tag: `bridge`,
+    /// `none` or `host` (default: bridge when the host supports it, else none).
+    #[arg(long, env = "LAMBENT_DEFAULT_NETWORK")]
+    default_network: Option<String>,
+    /// Allow functions tagged `lambent:network=host` to share the host's network
+    /// (development only).
+    #[arg(long)]
+    allow_host_network: bool,
+    /// Bridge device for `bridge` networking (at most 15 characters).
+    #[arg(long, env = "LAMBENT_BRIDGE", default_value = "lambent0")]
+    bridge_name: String,
+    /// IPv4 subnet of the bridge, CIDR.
+    #[arg(long, env = "LAMBENT_BRIDGE_SUBNET", default_value = "10.213.0.0/16")]
+    bridge_subnet: String,
+    /// The uid sandboxed functions run as.
+    #[arg(long, default_value_t = 993)]
+    sandbox_uid: u32,
+    /// The gid sandboxed functions run as.
+    #[arg(long, default_value_t = 990)]
+    sandbox_gid: u32,
     /// Seconds running invocations get to finish at shutdown before they are failed.
     #[arg(long, default_value_t = 10)]
     shutdown_grace: u64,
@@ -66,6 +96,32 @@ pub struct ServeArgs {
     /// Seconds between writes of the per-minute usage counters to the store.
     #[arg(long, env = "LAMBENT_USAGE_FLUSH_SECS", default_value_t = 10)]
     usage_flush_secs: u64,
+}
+
+/// Isolation levels of `--sandbox`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SandboxArg {
+    /// Namespaces, read-only root, unprivileged uid, seccomp, cgroups.
+    Namespaces,
+    /// No isolation (development only).
+    None,
+}
+
+fn parse_subnet(text: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
+    let (addr, len) = text.split_once('/').ok_or_else(|| {
+        anyhow::anyhow!("--bridge-subnet must be CIDR like 10.213.0.0/16, got {text:?}")
+    })?;
+    let addr = addr
+        .parse()
+        .with_context(|| format!("--bridge-subnet {text:?}: bad address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (8..=30).contains(l))
+        .ok_or_else(|| {
+            anyhow::anyhow!("--bridge-subnet {text:?}: prefix length must be 8 to 30")
+        })?;
+    Ok((addr, len))
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -144,14 +200,43 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
                 args.listen
             )
         })?;
+    let default_network = args
+        .default_network
+        .as_deref()
+        .map(str::parse::<NetworkMode>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--default-network: {e}"))?;
+    if default_network == Some(NetworkMode::Host) && !args.allow_host_network {
+        anyhow::bail!("--default-network host needs --allow-host-network");
+    }
+    let sandbox = Sandbox::new(SandboxConfig {
+        mode: match args.sandbox {
+            SandboxArg::Namespaces => SandboxMode::Namespaces,
+            SandboxArg::None => SandboxMode::None,
+        },
+        init_program: "/proc/self/exe".into(),
+        state_dir: data_dir.join("sandbox"),
+        cgroup_mount: (!args.no_cgroups).then(|| "/sys/fs/cgroup".into()),
+        pids_max: args.pids_limit,
+        uid: args.sandbox_uid,
+        gid: args.sandbox_gid,
+        default_network,
+        allow_host_network: args.allow_host_network,
+        bridge_name: args.bridge_name.clone(),
+        bridge_subnet: parse_subnet(&args.bridge_subnet)?,
+        extra_read_only: hosts.interpreter_roots.clone(),
+    })?;
+    let sandbox_notes = sandbox.notes().to_vec();
+    for note in &sandbox_notes {
+        tracing::info!("{note}");
+    }
     let worker = Worker::new(
         WorkerConfig {
             region: args.region.clone(),
             idle_timeout: Duration::from_secs(args.idle_timeout),
             max_concurrency: args.max_concurrency,
             opt_root: data_dir.join("opt"),
-            cgroup_mount: (!args.no_cgroups).then(|| "/sys/fs/cgroup".into()),
-            pids_max: args.pids_limit,
+            sandbox: Arc::new(sandbox),
             log_store: Some(logs.clone()),
         },
         hosts,
@@ -192,6 +277,9 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
 
     println!("Lambent listening on {endpoint}");
     println!("  data directory: {}", data_dir.display());
+    for note in &sandbox_notes {
+        println!("  {note}");
+    }
     if args.no_auth {
         println!(
             "  WARNING: --no-auth is on: requests are NOT authenticated. Development use only."

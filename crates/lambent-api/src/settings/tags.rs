@@ -81,6 +81,21 @@ pub(crate) fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Refuses a `lambent:network` tag this server does not allow (an unknown mode, `host`
+/// without `--allow-host-network`, `bridge` where the host cannot bridge).
+pub(crate) fn check_network_tag(
+    state: &ApiState,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    match tags.get(lambent_worker::NETWORK_TAG) {
+        Some(value) => state
+            .invoker
+            .check_network_setting(Some(value))
+            .map_err(|e| ApiError::invalid(format!("Tag {}: {e}", lambent_worker::NETWORK_TAG))),
+        None => Ok(()),
+    }
+}
+
 fn too_many() -> ApiError {
     ApiError::invalid(format!("A resource can have at most {MAX_TAGS} tags"))
 }
@@ -148,6 +163,9 @@ pub(crate) fn tag(req: &ApiRequest, state: &ApiState, arn: &str) -> Result<ApiRe
         ApiError::invalid("1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null")
     })?;
     validate_tags(&new)?;
+    if matches!(resource, Tagged::Function(_)) {
+        check_network_tag(state, &new)?;
+    }
     change_tags(state, &resource, &|tags| {
         tags.extend(new.clone());
         if tags.len() > MAX_TAGS {
