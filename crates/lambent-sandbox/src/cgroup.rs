@@ -49,7 +49,6 @@ impl CgroupRoot {
         if mount.join("memory").is_dir() {
             let mut dirs = Vec::new();
             for controller in V1_CONTROLLERS {
-                sweep_dead_servers(&mount.join(controller).join("lambent"));
                 let dir = mount.join(controller).join("lambent").join(&server);
                 fs::create_dir_all(&dir).map_err(|e| {
                     CgroupError(format!(
@@ -59,6 +58,9 @@ impl CgroupRoot {
                 })?;
                 dirs.push(dir);
             }
+            for controller in V1_CONTROLLERS {
+                sweep_dead_servers(&mount.join(controller).join("lambent"));
+            }
             return Ok(Self {
                 version: CgroupVersion::V1,
                 dirs,
@@ -66,7 +68,6 @@ impl CgroupRoot {
         }
         if mount.join("cgroup.controllers").is_file() {
             let lambent = mount.join("lambent");
-            sweep_dead_servers(&lambent);
             let dir = lambent.join(&server);
             fs::create_dir_all(&dir).map_err(|e| {
                 CgroupError(format!(
@@ -84,6 +85,7 @@ impl CgroupRoot {
                     },
                 )?;
             }
+            sweep_dead_servers(&lambent);
             return Ok(Self {
                 version: CgroupVersion::V2,
                 dirs: vec![dir],
@@ -268,11 +270,17 @@ impl EnvCgroup {
         for dir in &self.dirs {
             let mut gone = false;
             for _ in 0..50 {
-                if fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    gone = true;
-                    break;
+                match fs::remove_dir(dir) {
+                    Ok(()) => gone = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone = true,
+                    // Busy while the last member exits; anything else will not change.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(_) => {}
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                break;
             }
             if !gone {
                 tracing::warn!("cgroup {} could not be removed", dir.display());
@@ -297,7 +305,10 @@ fn sweep_dead_servers(lambent: &Path) {
         else {
             continue;
         };
-        if pid == std::process::id() as i32 || kill(Pid::from_raw(pid), None).is_ok() {
+        // Only a pid that does not exist is a dead server (EPERM means someone else's).
+        if pid == std::process::id() as i32
+            || kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+        {
             continue;
         }
         let server = entry.path();

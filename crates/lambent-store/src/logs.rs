@@ -429,6 +429,19 @@ impl LogStore {
         Ok((all, cut.seq))
     }
 
+    /// Closes the open file of `function`'s stream `stream` (its environment ended), so
+    /// descriptors do not pile up with environments; appending again reopens it.
+    pub fn close_stream(&self, function: &str, stream: &str) {
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(meta) = inner
+                .functions
+                .get_mut(function)
+                .and_then(|f| f.streams.get_mut(stream))
+        {
+            meta.file = None;
+        }
+    }
+
     /// Ends every [`Self::follow`] wait, now and later (at shutdown, so no request lingers).
     pub fn close_followers(&self) {
         self.closed
@@ -607,6 +620,35 @@ impl FilterPattern {
         self.all.iter().all(|t| message.contains(t.as_str()))
             && !self.none.iter().any(|t| message.contains(t.as_str()))
             && (self.any.is_empty() || self.any.iter().any(|t| message.contains(t.as_str())))
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_stream_frees_its_file_and_reopens_on_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), LogLimits::default()).unwrap();
+        store.append("f", "s", 1, &[b"one"]);
+        let open = |store: &LogStore| {
+            store.inner.lock().unwrap().functions["f"].streams["s"]
+                .file
+                .is_some()
+        };
+        assert!(open(&store));
+        store.close_stream("f", "s");
+        assert!(!open(&store));
+        store.append("f", "s", 2, &[b"two"]);
+        let messages: Vec<String> = store
+            .stream_events("f", "s")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(messages, ["one", "two"]);
+        store.close_stream("f", "missing");
     }
 }
 

@@ -506,6 +506,7 @@ impl Environment {
 impl Drop for Environment {
     fn drop(&mut self) {
         self.kill();
+        self.logs.close();
     }
 }
 

@@ -129,6 +129,15 @@ impl LogCapture {
         }
     }
 
+    /// Closes the log stream's file (the environment is gone); a later line reopens it.
+    pub fn close(&self) {
+        if let Ok(sink) = self.sink.lock()
+            && let Some((store, function, stream)) = &sink.target
+        {
+            store.close_stream(function, stream);
+        }
+    }
+
     /// Sends the function's output lines to `telemetry` from now on.
     pub fn set_telemetry(&self, telemetry: Arc<Telemetry>) {
         let _ = self.telemetry.set(telemetry);
