@@ -124,6 +124,9 @@ pub enum SandboxError {
     /// A function asked for something the sandbox does not allow.
     #[error("{0}")]
     Refused(String),
+    /// The sandbox cannot be set up as configured.
+    #[error("cannot set up the sandbox: {0}")]
+    Config(String),
     /// Preparing an environment failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -154,6 +157,8 @@ struct Shared {
     prepared: Mutex<VecDeque<Cell>>,
     refill: Arc<tokio::sync::Notify>,
     closing: std::sync::atomic::AtomicBool,
+    /// Held while this server owns its bridge, so a second server cannot tear it down.
+    _bridge_lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -324,6 +329,7 @@ impl Shared {
                 prepared: Mutex::new(VecDeque::new()),
                 refill: Arc::new(tokio::sync::Notify::new()),
                 closing: std::sync::atomic::AtomicBool::new(false),
+                _bridge_lock: None,
             });
         }
         if !nix::unistd::geteuid().is_root() {
@@ -358,8 +364,10 @@ impl Shared {
         std::fs::create_dir_all(config.state_dir.join("root"))?;
 
         let want_bridge = matches!(config.default_network, None | Some(NetworkMode::Bridge));
+        let mut bridge_lock = None;
         let bridge = if want_bridge {
-            match Bridge::probe().and_then(|()| {
+            let locked = lock_bridge(&config.bridge_name).map(|lock| bridge_lock = Some(lock));
+            match locked.and_then(|()| Bridge::probe()).and_then(|()| {
                 Bridge::setup(
                     &config.bridge_name,
                     config.bridge_subnet.0,
@@ -375,8 +383,8 @@ impl Shared {
                     None
                 }
                 Err(reason) => {
-                    return Err(SandboxError::Unsupported(format!(
-                        "bridge networking is not available: {reason}"
+                    return Err(SandboxError::Config(format!(
+                        "bridge networking (--default-network bridge) is not available: {reason}"
                     )));
                 }
             }
@@ -393,6 +401,9 @@ impl Shared {
         } else {
             default_network
         };
+        if bridge.is_none() {
+            bridge_lock = None;
+        }
         let factory = NetFactory::start(factory_mode, bridge.clone())?;
         notes.insert(
             0,
@@ -428,6 +439,7 @@ impl Shared {
             prepared: Mutex::new(VecDeque::new()),
             refill: Arc::new(tokio::sync::Notify::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            _bridge_lock: bridge_lock,
         })
     }
 
@@ -553,6 +565,37 @@ impl Shared {
             },
         });
         Ok(cell)
+    }
+}
+
+/// Takes the host-wide lock of bridge `name` (a file under /run), or says who holds it.
+fn lock_bridge(name: &str) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let dir = std::path::Path::new("/run/lambent");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("bridge-{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            use std::io::{Seek, Write};
+            let _ = lock.set_len(0);
+            let _ = lock.seek(std::io::SeekFrom::Start(0));
+            let _ = write!(lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((file, _)) => {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            drop(file);
+            Err(format!(
+                "the bridge {name} belongs to another Lambent server (pid {}); give this one its own --bridge-name and --bridge-subnet",
+                owner.trim()
+            ))
+        }
     }
 }
 

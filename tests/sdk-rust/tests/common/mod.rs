@@ -125,6 +125,11 @@ impl Server {
             .arg(data_dir.path().join("data"))
             .arg("--listen")
             .arg(addr.to_string())
+            // Sandboxed (the default), with a bridge of its own: tests run servers in parallel.
+            .arg("--bridge-name")
+            .arg(format!("lbs{port}"))
+            .arg("--bridge-subnet")
+            .arg(format!("10.{}.{}.0/24", 100 + port % 100, port / 100 % 250))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
