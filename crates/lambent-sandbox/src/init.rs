@@ -506,18 +506,6 @@ fn drop_privileges(uid: Uid, gid: Gid) -> Result<(), nix::errno::Errno> {
 struct Kernel;
 
 impl MountKernel for Kernel {
-    fn make_dir(&mut self, path: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(path)
-    }
-
-    fn make_file(&mut self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
-        std::fs::write(path, contents)
-    }
-
-    fn make_symlink(&mut self, target: &Path, path: &Path) -> std::io::Result<()> {
-        std::os::unix::fs::symlink(target, path)
-    }
-
     fn bind(
         &mut self,
         source: &Path,

@@ -262,14 +262,21 @@ fn shown_by_root(link: &Path, target: &Path) -> bool {
     resolved.starts_with("/usr")
 }
 
-/// The kernel calls that carry out a [`MountOp`] plan under a new root directory.
+/// The kernel calls that carry out a [`MountOp`] plan under a new root directory (the file
+/// operations are plain ones on the root being built; the mounts are the kernel's).
 pub trait MountKernel {
     /// Creates a directory (and its parents).
-    fn make_dir(&mut self, path: &Path) -> std::io::Result<()>;
-    /// Creates an empty file to mount a file over.
-    fn make_file(&mut self, path: &Path, contents: &[u8]) -> std::io::Result<()>;
+    fn make_dir(&mut self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    /// Creates a file (empty, to mount a file over, or with generated contents).
+    fn make_file(&mut self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+        std::fs::write(path, contents)
+    }
     /// Creates a symlink.
-    fn make_symlink(&mut self, target: &Path, path: &Path) -> std::io::Result<()>;
+    fn make_symlink(&mut self, target: &Path, path: &Path) -> std::io::Result<()> {
+        std::os::unix::fs::symlink(target, path)
+    }
     /// Bind-mounts `source` on `target` and makes it read-only.
     fn bind(
         &mut self,
@@ -482,15 +489,6 @@ mod tests {
     }
 
     impl MountKernel for Recorder {
-        fn make_dir(&mut self, path: &Path) -> std::io::Result<()> {
-            std::fs::create_dir_all(path)
-        }
-        fn make_file(&mut self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
-            std::fs::write(path, contents)
-        }
-        fn make_symlink(&mut self, target: &Path, path: &Path) -> std::io::Result<()> {
-            std::os::unix::fs::symlink(target, path)
-        }
         fn bind(
             &mut self,
             source: &Path,

@@ -76,7 +76,18 @@ pub enum Failure {
     OutOfMemory,
 }
 
-/// Reasons an environment's processes could not be started.
+/// The error of a start that ended because the init failed to build the sandbox (`event` is
+/// its report) or exited (`None`) before `stage`.
+fn init_gone(event: Option<InitEvent>, stage: &str) -> std::io::Error {
+    match event {
+        Some(InitEvent::SetupFailed(message)) => {
+            std::io::Error::other(format!("the sandbox could not be built: {message}"))
+        }
+        _ => std::io::Error::other(format!("the sandbox init exited before {stage}")),
+    }
+}
+
+/// Ends a start that failed: stops the Runtime API and removes the sandbox.
 fn start_failure(
     cleanup: &Arc<Supervisor>,
     server: &tokio::task::JoinHandle<()>,
@@ -191,21 +202,9 @@ impl Environment {
                 Some(InitEvent::Exited { index, .. }) if index < runtime_index => {
                     extension_alive[index] = false;
                 }
-                Some(InitEvent::SetupFailed(message)) => {
-                    return Err(start_failure(
-                        &supervisor,
-                        &server,
-                        std::io::Error::other(format!("the sandbox could not be built: {message}")),
-                    ));
-                }
-                None => {
-                    return Err(start_failure(
-                        &supervisor,
-                        &server,
-                        std::io::Error::other(
-                            "the sandbox init exited before the environment started",
-                        ),
-                    ));
+                event @ (Some(InitEvent::SetupFailed(_)) | None) => {
+                    let error = init_gone(event, "the environment started");
+                    return Err(start_failure(&supervisor, &server, error));
                 }
                 Some(_) => {}
             }
@@ -244,19 +243,9 @@ impl Environment {
                     extension_alive[index] = false;
                     state.extension_gone(&extension_names[index]);
                 }
-                Some(InitEvent::SetupFailed(message)) => {
-                    return Err(start_failure(
-                        &supervisor,
-                        &server,
-                        std::io::Error::other(format!("the sandbox could not be built: {message}")),
-                    ));
-                }
-                None => {
-                    return Err(start_failure(
-                        &supervisor,
-                        &server,
-                        std::io::Error::other("the sandbox init exited before the runtime started"),
-                    ));
+                event @ (Some(InitEvent::SetupFailed(_)) | None) => {
+                    let error = init_gone(event, "the runtime started");
+                    return Err(start_failure(&supervisor, &server, error));
                 }
                 Some(_) => {}
             }

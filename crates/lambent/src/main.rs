@@ -45,10 +45,17 @@ fn main() -> ExitCode {
         lambent_sandbox::init_main(&args[2..]);
     }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // LAMBENT_WORKER_THREADS sets the async runtime's threads (default: one per core).
+    if let Some(threads) = std::env::var("LAMBENT_WORKER_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|t| *t > 0)
     {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
