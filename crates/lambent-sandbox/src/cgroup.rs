@@ -108,6 +108,7 @@ impl CgroupRoot {
         let env = EnvCgroup {
             version: self.version,
             dirs: self.dirs.iter().map(|dir| dir.join(id)).collect(),
+            peak: std::sync::OnceLock::new(),
         };
         for dir in &env.dirs {
             fs::create_dir_all(dir)
@@ -141,6 +142,8 @@ impl CgroupRoot {
 pub struct EnvCgroup {
     version: CgroupVersion,
     dirs: Vec<PathBuf>,
+    /// The peak-memory file, opened on first use.
+    peak: std::sync::OnceLock<fs::File>,
 }
 
 impl EnvCgroup {
@@ -213,14 +216,24 @@ impl EnvCgroup {
         fs::read_to_string(self.memory_dir().join(file)).is_ok_and(|text| counter(&text, key) > 0)
     }
 
-    /// Peak memory of the whole environment, MB.
+    /// Peak memory of the whole environment, MB. Read for every REPORT line, so the file
+    /// stays open (a path lookup in the cgroup filesystem costs more than the read).
     pub fn max_memory_mb(&self) -> Option<u64> {
-        let file = match self.version {
-            CgroupVersion::V1 => "memory.max_usage_in_bytes",
-            CgroupVersion::V2 => "memory.peak",
+        use std::os::unix::fs::FileExt;
+        let file = match self.peak.get() {
+            Some(file) => file,
+            None => {
+                let name = match self.version {
+                    CgroupVersion::V1 => "memory.max_usage_in_bytes",
+                    CgroupVersion::V2 => "memory.peak",
+                };
+                let opened = fs::File::open(self.memory_dir().join(name)).ok()?;
+                self.peak.get_or_init(|| opened)
+            }
         };
-        let text = fs::read_to_string(self.memory_dir().join(file)).ok()?;
-        let bytes: u64 = text.trim().parse().ok()?;
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        let bytes: u64 = std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?;
         Some(bytes.div_ceil(1024 * 1024))
     }
 
@@ -324,6 +337,7 @@ fn sweep_dead_servers(lambent: &Path) {
             let left = EnvCgroup {
                 version: CgroupVersion::V1,
                 dirs: vec![env.clone()],
+                peak: std::sync::OnceLock::new(),
             };
             left.kill_all_and_remove();
         }

@@ -536,6 +536,9 @@ impl Shared {
                 &procs,
             ))
             .env_clear()
+            // The binary's allocator (mimalloc) would commit a 4 MiB arena up front in every
+            // init; lazily it is a few hundred KiB (the processes inside get their own env).
+            .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::from(output_write.try_clone()?))
             .stderr(std::process::Stdio::from(output_write))

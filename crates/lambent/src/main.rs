@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the server allocates and frees small buffers on every request from several
+/// threads, where glibc's allocator showed up at ~10 % of the server's CPU in profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lambent: run AWS Lambda functions on your own machine, with the AWS tools you already use.
 #[derive(Parser)]
 #[command(name = "lambent", version, about)]
