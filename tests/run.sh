@@ -102,3 +102,8 @@ fi
 step "end-to-end suite (pytest tests/e2e)"
 # shellcheck disable=SC2086 # PYTEST_ARGS is meant to be split
 "$venv/bin/python" -m pytest "$repo/tests/e2e" -q --durations=10 ${PYTEST_ARGS:-}
+
+step "benchmark harness smoke run (lambent-bench --smoke all; figures are not checked)"
+# A few hundred invokes per scenario so the harness cannot rot; results go to a temp dir.
+"$target_dir/debug/lambent-bench" --smoke --server-bin "$LAMBENT_BIN" \
+    --echo-bin "$LAMBENT_TEST_RUST_BOOTSTRAP" all

@@ -6,7 +6,8 @@
 //! an event with `"fail": true` makes it return an error instead, and an
 //! event with `"marker": "<path>"` makes it write the request id to that
 //! path first (so an asynchronous invoke can be observed from outside), and
-//! `"sleep_ms": N` makes it sleep that long before answering.
+//! `"sleep_ms": N` makes it sleep that long before answering, and `"quiet": true` makes it
+//! answer `{"ok": true, "request_id"}` without echoing the event (for large payloads).
 //! When `LAMBENT_TEST_PID_DIR` is set, the process records its PID (file
 //! `<pid>.pid`, holding its start time) there at start-up, so the suite can
 //! check that the server left no process behind.
@@ -31,6 +32,9 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     }
     if payload.get("fail").and_then(Value::as_bool) == Some(true) {
         return Err(format!("echo-rs failed on purpose (request {})", ctx.request_id).into());
+    }
+    if payload.get("quiet").and_then(Value::as_bool) == Some(true) {
+        return Ok(json!({"ok": true, "request_id": ctx.request_id}));
     }
     Ok(json!({
         "echo": payload,
