@@ -67,34 +67,34 @@ async fn create(
     name: &str,
     memory: u32,
 ) -> anyhow::Result<()> {
-    match kind {
-        Kind::Provided => {
-            let zip = server::bootstrap_zip(&cli.echo_bin())?;
-            server
-                .create_function(name, "provided.al2023", "bootstrap", &zip, memory, 30)
-                .await
-        }
-        Kind::Python => {
-            let zip = server::zip_of(&[(
+    let (runtime, handler, zip) = match kind {
+        Kind::Provided => (
+            "provided.al2023",
+            "bootstrap",
+            server::bootstrap_zip(&cli.echo_bin())?,
+        ),
+        Kind::Python => (
+            "python3.12",
+            "app.handler",
+            server::zip_of(&[(
                 "app.py",
                 b"def handler(event, context):\n    return event\n",
                 0o644,
-            )])?;
-            server
-                .create_function(name, "python3.12", "app.handler", &zip, memory, 30)
-                .await
-        }
-        Kind::Node => {
-            let zip = server::zip_of(&[(
+            )])?,
+        ),
+        Kind::Node => (
+            "nodejs20.x",
+            "index.handler",
+            server::zip_of(&[(
                 "index.js",
                 b"exports.handler = async (event) => event;\n",
                 0o644,
-            )])?;
-            server
-                .create_function(name, "nodejs20.x", "index.handler", &zip, memory, 30)
-                .await
-        }
-    }
+            )])?,
+        ),
+    };
+    server
+        .create_function(name, runtime, handler, &zip, memory, 30)
+        .await
 }
 
 /// The environments' network mode as the table names it.
