@@ -261,6 +261,10 @@ impl Sandbox {
         }
         if let Some(bridge) = &self.shared.bridge {
             bridge.teardown();
+            if self.shared._bridge_lock.is_some() {
+                // Still holding the lock: no other server uses this file.
+                let _ = std::fs::remove_file(bridge_lock_path(&self.shared.config.bridge_name));
+            }
         }
     }
 }
@@ -571,11 +575,18 @@ impl Shared {
     }
 }
 
+/// The lock file of bridge `name`.
+fn bridge_lock_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/run/lambent/bridge-{name}.lock"))
+}
+
 /// Takes the host-wide lock of bridge `name` (a file under /run), or says who holds it.
 fn lock_bridge(name: &str) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
-    let dir = std::path::Path::new("/run/lambent");
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join(format!("bridge-{name}.lock"));
+    let path = bridge_lock_path(name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
