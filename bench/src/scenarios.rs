@@ -1,7 +1,7 @@
 //! The scenarios: warm (three runtimes), cold, payload, async, burst and density.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -151,25 +151,38 @@ async fn levels(
     let mut out = Vec::new();
     for &c in concurrency {
         // Warm as many environments as the level needs.
+        let measured = repeated(invoker, payload, c, c as u64 * 4, budget(cli), cli).await?;
+        out.push((c, measured));
+    }
+    Ok(out)
+}
+
+/// `warmup` requests, then [`runs`] measurements of `budget` at `concurrency`; the median run
+/// with the spread (see [`median_run`]).
+async fn repeated(
+    invoker: &Invoker,
+    payload: &Bytes,
+    concurrency: usize,
+    warmup: u64,
+    budget: Budget,
+    cli: &Cli,
+) -> anyhow::Result<Value> {
+    let measure = |budget| {
         load::closed_loop(
             invoker,
             payload.clone(),
             &[],
-            c,
-            Budget::Requests(c as u64 * 4),
+            concurrency,
+            budget,
             load::sync_ok,
         )
-        .await?;
-        let mut measured = Vec::new();
-        for _ in 0..runs(cli) {
-            measured.push(
-                load::closed_loop(invoker, payload.clone(), &[], c, budget(cli), load::sync_ok)
-                    .await?,
-            );
-        }
-        out.push((c, median_run(measured)));
+    };
+    measure(Budget::Requests(warmup)).await?;
+    let mut measured = Vec::new();
+    for _ in 0..runs(cli) {
+        measured.push(measure(budget).await?);
     }
-    Ok(out)
+    Ok(median_run(measured))
 }
 
 async fn warm(cli: &Cli, kind: Kind) -> anyhow::Result<ScenarioResult> {
@@ -399,30 +412,7 @@ async fn payload(cli: &Cli) -> anyhow::Result<ScenarioResult> {
             (false, s) if s > 1024 * 1024 => 100,
             _ => 2000,
         };
-        load::closed_loop(
-            &invoker,
-            payload.clone(),
-            &[],
-            1,
-            Budget::Requests(5),
-            load::sync_ok,
-        )
-        .await?;
-        let mut measured = Vec::new();
-        for _ in 0..runs(cli) {
-            measured.push(
-                load::closed_loop(
-                    &invoker,
-                    payload.clone(),
-                    &[],
-                    1,
-                    Budget::Requests(requests),
-                    load::sync_ok,
-                )
-                .await?,
-            );
-        }
-        let m = median_run(measured);
+        let m = repeated(&invoker, &payload, 1, 5, Budget::Requests(requests), cli).await?;
         let mbps = m["median"]["throughput"].as_f64().unwrap_or(0.0) * payload.len() as f64 / 1e6;
         rows.push(Row {
             case: format!("{label} sync c=1"),
@@ -515,33 +505,18 @@ async fn asynchronous(cli: &Cli) -> anyhow::Result<ScenarioResult> {
     })
 }
 
-/// Samples the server's and the inits' memory every 20 ms until `stop`.
+/// Samples the server's and the inits' memory every 20 ms until `stop`; their peaks.
 fn sample_memory(server: &Server, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
     let pid = server.pid();
-    let peak_server = Arc::new(AtomicU64::new(0));
-    let peak_inits = Arc::new(AtomicU64::new(0));
-    let probe = ProbePids { server: pid };
     tokio::task::spawn_blocking(move || {
+        let (mut peak_server, mut peak_inits) = (0, 0);
         while !stop.load(Ordering::Acquire) {
-            peak_server.fetch_max(server::rss_kib(pid), Ordering::Relaxed);
-            peak_inits.fetch_max(probe.inits(), Ordering::Relaxed);
+            peak_server = peak_server.max(server::rss_kib(pid));
+            peak_inits = peak_inits.max(server::inits_rss_of(pid).0);
             std::thread::sleep(Duration::from_millis(20));
         }
-        (
-            peak_server.load(Ordering::Relaxed),
-            peak_inits.load(Ordering::Relaxed),
-        )
+        (peak_server, peak_inits)
     })
-}
-
-struct ProbePids {
-    server: u32,
-}
-
-impl ProbePids {
-    fn inits(&self) -> u64 {
-        server::inits_rss_of(self.server).0
-    }
 }
 
 async fn fire(invoker: &Invoker, n: usize, sleep_ms: u64) -> Vec<anyhow::Result<f64>> {

@@ -87,7 +87,7 @@ enum Request {
 pub struct NetFactory {
     ready: Arc<Mutex<VecDeque<NetSlot>>>,
     mode: NetworkMode,
-    requests: Mutex<Sender<Request>>,
+    requests: Sender<Request>,
 }
 
 impl NetFactory {
@@ -103,17 +103,13 @@ impl NetFactory {
         Ok(Self {
             ready,
             mode: default_mode,
-            requests: Mutex::new(tx),
+            requests: tx,
         })
     }
 
     /// A namespace of `mode` (none or bridge), ready-made when one is waiting.
     pub async fn take(&self, mode: NetworkMode) -> std::io::Result<NetSlot> {
-        let requests = self
-            .requests
-            .lock()
-            .map_err(|_| std::io::Error::other("network factory lock poisoned"))?
-            .clone();
+        let requests = &self.requests;
         if mode == self.mode {
             let slot = self
                 .ready

@@ -318,7 +318,7 @@ impl Environment {
         self.send_shutdown(reason, EXTENSION_SHUTDOWN);
         let env = self.clone();
         tokio::spawn(async move {
-            env.wait_group_exit(EXTENSION_SHUTDOWN).await;
+            env.wait_ended(EXTENSION_SHUTDOWN).await;
             env.kill();
         });
     }
@@ -335,8 +335,8 @@ impl Environment {
         );
     }
 
-    /// Waits (up to `limit`) until no process of the environment is left.
-    async fn wait_group_exit(&self, limit: Duration) {
+    /// Waits (up to `limit`) until every process is gone and the sandbox is removed.
+    pub async fn wait_ended(&self, limit: Duration) {
         let mut ended = self.ended.clone();
         let _ = tokio::time::timeout(limit, ended.wait_for(|e| *e)).await;
     }
@@ -439,7 +439,7 @@ impl Environment {
                 let budget = grace.min(EXTENSION_SHUTDOWN);
                 self.send_shutdown("spindown", budget);
                 self.supervisor.term_runtime();
-                self.wait_group_exit(budget).await;
+                self.wait_ended(budget).await;
             } else {
                 self.supervisor.term_all();
                 self.wait_exit(grace).await;
@@ -461,11 +461,6 @@ impl Environment {
     pub async fn wait_exit(&self, limit: Duration) {
         let mut status = self.status.clone();
         let _ = tokio::time::timeout(limit, status.wait_for(EnvStatus::is_terminal)).await;
-    }
-
-    /// Waits (up to `limit`) until every process is gone and the sandbox is removed.
-    pub async fn wait_ended(&self, limit: Duration) {
-        self.wait_group_exit(limit).await;
     }
 
     /// Peak memory of the environment, MB: its cgroup's peak usage or, without a PID
