@@ -789,3 +789,192 @@ def probe_zip(extra_files: dict | None = None) -> bytes:
     files = {"bootstrap": (path.read_bytes(), 0o755)}
     files.update(extra_files or {})
     return make_zip(files)
+
+
+# --------------------------------------------------------------------------
+# asynchronous invocation: waiting, function logs, a recording webhook
+# (test_async.py)
+
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+
+
+def wait_until(check, timeout: float, what: str = "the condition", interval: float = 0.1, server: Server | None = None):
+    """Call `check` until it returns something truthy (returned) or `timeout`
+    seconds pass (AssertionError naming `what`, with the server's log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tail = f"\n--- server log (tail) ---\n{server.log_tail()}" if server is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+        time.sleep(interval)
+
+
+def logs_client(server: Server):
+    """A boto3 CloudWatch Logs client for `server` (no retries)."""
+    return boto3.session.Session().client(
+        "logs",
+        endpoint_url=server.endpoint,
+        region_name=REGION,
+        aws_access_key_id=server.credentials["access_key_id"],
+        aws_secret_access_key=server.credentials["secret_access_key"],
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=60),
+    )
+
+
+def log_messages(logs, function_name: str, filter_pattern: str | None = None) -> list[str]:
+    """Every message of the function's log group matching `filter_pattern`
+    (all pages); [] while the group does not exist yet."""
+    kw = {"logGroupName": f"/aws/lambda/{function_name}"}
+    if filter_pattern:
+        kw["filterPattern"] = filter_pattern
+    out, token = [], None
+    while True:
+        try:
+            page = logs.filter_log_events(**kw, **({"nextToken": token} if token else {}))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return []
+            raise
+        out += [e["message"] for e in page["events"]]
+        token = page.get("nextToken")
+        if not token:
+            return out
+
+
+@dataclass
+class HookRequest:
+    method: str
+    path: str
+    headers: dict  # lower-case names
+    body: bytes
+    status: int  # what the webhook answered
+    at: float  # time.time() when it arrived
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+
+class _HookHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so a busy sender need not reconnect
+
+    def _body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def do_POST(self):
+        body = self._body()
+        hook: Webhook = self.server.hook
+        status = hook._status_for(self.path)
+        hook._record(
+            HookRequest(
+                method=self.command,
+                path=self.path,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+                status=status,
+                at=time.time(),
+            )
+        )
+        reply = b"ok"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_PUT = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+class _HookServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        # a sender that dies mid-request (the crash test kills the server) is no error here
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+class Webhook:
+    """An HTTP endpoint in the test process that records every request
+    (async destinations, dead-letter targets). Answers 200 unless told to
+    fail the next requests of a path (`fail_next`)."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self._cond = threading.Condition()
+        self._requests: list[HookRequest] = []
+        self._failures: dict[str, list] = {}
+        self._server = _HookServer(("127.0.0.1", self.port), _HookHandler)
+        self._server.hook = self
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"webhook-{self.port}", daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def arn(self, path: str) -> str:
+        return f"arn:lambent:webhook:::{self.url(path)}"
+
+    def fail_next(self, path: str, count: int, status: int = 503):
+        with self._cond:
+            self._failures[path] = [count, status]
+
+    def _status_for(self, path: str) -> int:
+        with self._cond:
+            rule = self._failures.get(path)
+            if rule and rule[0] > 0:
+                rule[0] -= 1
+                return rule[1]
+        return 200
+
+    def _record(self, req: HookRequest):
+        with self._cond:
+            self._requests.append(req)
+            self._cond.notify_all()
+
+    def received(self, path: str | None = None, include_failed: bool = False) -> list[HookRequest]:
+        """Requests so far (for `path` if given); by default only those answered 2xx."""
+        with self._cond:
+            return [
+                r
+                for r in self._requests
+                if (path is None or r.path == path) and (include_failed or 200 <= r.status < 300)
+            ]
+
+    def wait_for(self, path: str, count: int = 1, timeout: float = 30.0, server: Server | None = None) -> list[HookRequest]:
+        """Wait until `count` requests to `path` were answered 2xx; returns all of them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                got = [r for r in self._requests if r.path == path and 200 <= r.status < 300]
+                if len(got) >= count:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = f"\n--- server log (tail) ---\n{server.log_tail()}" if server is not None else ""
+                    raise AssertionError(
+                        f"webhook {self.url(path)} got {len(got)} of {count} expected deliveries within {timeout:.0f}s{tail}"
+                    )
+                self._cond.wait(min(left, 0.5))
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()

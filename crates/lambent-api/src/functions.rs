@@ -167,6 +167,27 @@ fn resolve_layers(
     crate::layers::resolve_layers(state, arns)
 }
 
+/// The dead-letter target a request sets: `None` when it says nothing, `Some(None)` to
+/// remove it; a target that does not exist is refused.
+fn dead_letter_target(
+    state: &ApiState,
+    input: Option<&shapes::DeadLetterInput>,
+) -> Result<Option<Option<String>>, ApiError> {
+    let Some(input) = input else {
+        return Ok(None);
+    };
+    match input.target_arn.as_deref().filter(|t| !t.is_empty()) {
+        None => Ok(Some(None)),
+        Some(target) => {
+            state
+                .invoker
+                .check_destination(target)
+                .map_err(|e| ApiError::invalid(format!("DeadLetterConfig: {e}")))?;
+            Ok(Some(Some(target.to_string())))
+        }
+    }
+}
+
 fn tracing_mode(input: Option<&shapes::TracingInput>) -> Result<Option<String>, ApiError> {
     match input.and_then(|t| t.mode.as_deref()) {
         None => Ok(None),
@@ -218,6 +239,7 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
             .unwrap_or_else(|| base.tracing_mode.clone()),
         tags: input.tags.clone(),
         layers,
+        dead_letter_target: dead_letter_target(state, input.dead_letter_config.as_ref())?.flatten(),
         ..base.clone()
     };
     config.validate()?;
@@ -402,6 +424,7 @@ pub(crate) fn update_configuration(
         .map(|arns| resolve_layers(state, arns))
         .transpose()?;
     let tracing = tracing_mode(input.tracing_config.as_ref())?;
+    let dead_letter = dead_letter_target(state, input.dead_letter_config.as_ref())?;
     let current = resolve(state, &function)?;
     if let Some(layers) = &layers {
         crate::layers::check_unzipped_size(state, &current.code_sha256_hex, layers)?;
@@ -439,6 +462,9 @@ pub(crate) fn update_configuration(
             }
             if let Some(layers) = &layers {
                 config.layers = layers.clone();
+            }
+            if let Some(target) = &dead_letter {
+                config.dead_letter_target = target.clone();
             }
             config.last_modified = now();
             config.revision_id = new_revision();

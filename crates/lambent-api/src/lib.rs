@@ -10,6 +10,7 @@ mod functions;
 mod invoke;
 mod layers;
 mod logs;
+mod queue;
 mod settings;
 mod shapes;
 pub mod sigv4;
@@ -350,22 +351,25 @@ pub(crate) type Routed = Option<Result<ApiReply, ApiError>>;
 
 async fn route(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError> {
     let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
-    let routed = match functions::route(req, state, &segments).await {
-        Some(answer) => Some(answer),
-        None => match versions::route(req, state, &segments).await {
-            Some(answer) => Some(answer),
-            None => match layers::route(req, state, &segments).await {
-                Some(answer) => Some(answer),
-                None => match settings::route(req, state, &segments).await {
-                    Some(answer) => Some(answer),
-                    None => match usage::route(req, state, &segments).await {
-                        Some(answer) => Some(answer),
-                        None => logs::route(req, state, &segments).await,
-                    },
-                },
-            },
-        },
-    };
+    if let Some(answer) = functions::route(req, state, &segments).await {
+        return answer;
+    }
+    if let Some(answer) = versions::route(req, state, &segments).await {
+        return answer;
+    }
+    if let Some(answer) = layers::route(req, state, &segments).await {
+        return answer;
+    }
+    if let Some(answer) = settings::route(req, state, &segments).await {
+        return answer;
+    }
+    if let Some(answer) = usage::route(req, state, &segments).await {
+        return answer;
+    }
+    if let Some(answer) = queue::route(req, state, &segments) {
+        return answer;
+    }
+    let routed = logs::route(req, state, &segments).await;
     routed.unwrap_or_else(|| {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,

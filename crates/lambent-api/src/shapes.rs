@@ -33,6 +33,14 @@ pub struct TracingInput {
     pub mode: Option<String>,
 }
 
+/// `DeadLetterConfig` in requests.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeadLetterInput {
+    /// Where failed events go; empty removes the setting.
+    pub target_arn: Option<String>,
+}
+
 /// `Code` of CreateFunction, and the body of UpdateFunctionCode.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -83,6 +91,8 @@ pub struct CreateFunctionInput {
     pub ephemeral_storage: Option<EphemeralStorageInput>,
     /// Tracing mode.
     pub tracing_config: Option<TracingInput>,
+    /// Dead-letter target.
+    pub dead_letter_config: Option<DeadLetterInput>,
     /// Tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -131,6 +141,8 @@ pub struct UpdateConfigInput {
     pub ephemeral_storage: Option<EphemeralStorageInput>,
     /// Tracing mode.
     pub tracing_config: Option<TracingInput>,
+    /// Dead-letter target.
+    pub dead_letter_config: Option<DeadLetterInput>,
     /// Precondition.
     pub revision_id: Option<String>,
 }
@@ -174,6 +186,9 @@ pub fn function_configuration(config: &FunctionConfig, arns: &ArnContext) -> Val
             .iter()
             .map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size }))
             .collect();
+    }
+    if let Some(target) = &config.dead_letter_target {
+        value["DeadLetterConfig"] = json!({ "TargetArn": target });
     }
     value
 }

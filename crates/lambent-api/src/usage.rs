@@ -8,13 +8,15 @@
 //! {"Since": 0, "Functions": [{"FunctionName": "f",
 //!   "Totals": {"Invocations": 3, "Errors": 1, "Throttles": 2, "ColdStarts": 1, "BilledMs": 12,
 //!              "BilledMbMs": 1536, "InitMs": 90, "GbSeconds": 0.0015},
-//!   "Minutes": [{"Minute": 1764221460, "Invocations": 3, …}]}]}
+//!   "Minutes": [{"Minute": 1764221460, "Invocations": 3, …}]}],
+//!  "AsyncQueues": [{"FunctionName": "f", "Depth": 12, "OldestEventAgeSeconds": 3.2}]}
 //! ```
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use lambent_invoke::metering::UsageBucket;
+use lambent_store::queue::ItemKind;
 
 use crate::{ApiError, ApiReply, ApiRequest, ApiState, Routed};
 
@@ -57,8 +59,23 @@ fn get_usage(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError> {
             json!({"FunctionName": name, "Totals": totals.to_json(), "Minutes": series})
         })
         .collect();
+    let now = lambent_types::time::epoch_millis(std::time::SystemTime::now()) as i64;
+    let queues: Vec<Value> = state
+        .invoker
+        .queue_depths()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .filter(|d| d.kind == ItemKind::Invoke && function.is_none_or(|f| f == d.function))
+        .map(|d| {
+            json!({
+                "FunctionName": d.function,
+                "Depth": d.depth,
+                "OldestEventAgeSeconds": (now - d.oldest_accepted_ms).max(0) as f64 / 1000.0,
+            })
+        })
+        .collect();
     Ok(ApiReply::json(
         StatusCode::OK,
-        &json!({"Since": since, "Functions": functions}),
+        &json!({"Since": since, "Functions": functions, "AsyncQueues": queues}),
     ))
 }

@@ -1,25 +1,24 @@
 //! The Invoker: the one way every caller (API, async queue, later gateways and event
 //! sources) runs a function. It resolves the function and qualifier in the store, checks
-//! the payload, and hands the invocation to the worker; `Event` invocations are queued and
-//! retried as Lambda does.
-//!
-//! The async queue of this version lives in memory: events accepted but not yet run are
-//! lost if the server stops. A durable queue replaces it later.
+//! the payload, and hands the invocation to the worker; `Event` invocations are committed to
+//! the store's durable queue and run by the dispatcher, retried and routed to
+//! their destinations as Lambda does.
 
+mod dispatch;
 pub mod metering;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-
+use lambent_store::queue::{ItemKind, ItemSummary, NewItem, QueueDepth};
 use lambent_store::{CodeStore, Store, StoreError, kinds};
 use lambent_types::names::ArnContext;
 use lambent_types::{FunctionRef, Qualifier, limits};
 use lambent_worker::{Invocation, InvocationResult, Worker, WorkerError};
 
+pub use dispatch::AsyncSettings;
 pub use metering::Metering;
 
 /// How the caller wants the function run (`X-Amz-Invocation-Type`).
@@ -94,39 +93,14 @@ pub enum InvokeError {
     Internal(String),
 }
 
-/// Retry timing of asynchronous invocations.
-#[derive(Debug, Clone)]
-pub struct AsyncSettings {
-    /// Retries after a function error (Lambda's default is 2).
-    pub max_retries: u32,
-    /// Delay before the first retry; each further retry waits twice as long (Lambda: ~1 min, ~2 min).
-    pub retry_delay: Duration,
-    /// How long an event may wait through throttles before it is dropped (Lambda: 6 h).
-    pub max_event_age: Duration,
-}
-
-impl Default for AsyncSettings {
-    fn default() -> Self {
-        Self {
-            max_retries: 2,
-            retry_delay: Duration::from_secs(60),
-            max_event_age: Duration::from_secs(6 * 3600),
-        }
-    }
-}
-
-struct QueuedEvent {
-    request: InvokeRequest,
-    accepted: Instant,
-}
-
 /// Runs functions for every caller.
 pub struct Invoker {
     store: Arc<dyn Store>,
     code: CodeStore,
     worker: Arc<Worker>,
     arns: ArnContext,
-    queue: mpsc::UnboundedSender<QueuedEvent>,
+    dispatcher: Arc<dispatch::Dispatcher>,
+    senders: targets::Senders,
     reserved_in_flight: Mutex<HashMap<String, usize>>,
     metering: Arc<Metering>,
 }
@@ -140,17 +114,17 @@ impl Invoker {
         arns: ArnContext,
         async_settings: AsyncSettings,
     ) -> Arc<Self> {
-        let (queue, events) = mpsc::unbounded_channel();
         let invoker = Arc::new(Self {
+            dispatcher: Arc::new(dispatch::Dispatcher::new(store.clone(), async_settings)),
             store,
             code,
             worker,
             arns,
-            queue,
+            senders: targets::Senders::new(),
             reserved_in_flight: Mutex::new(HashMap::new()),
             metering: Metering::new(),
         });
-        tokio::spawn(dispatch(Arc::downgrade(&invoker), events, async_settings));
+        tokio::spawn(dispatch::run(Arc::downgrade(&invoker)));
         invoker
     }
 
@@ -166,16 +140,80 @@ impl Invoker {
 
     /// Every metric in the Prometheus text exposition format (0.0.4).
     pub fn render_metrics(&self) -> String {
-        self.metering.render_prometheus(metering::Gauges {
+        let mut out = self.metering.render_prometheus(metering::Gauges {
             concurrent_executions: self.worker.in_flight(),
             environments: self.worker.environment_count(),
-        })
+        });
+        self.dispatcher.render_metrics(&mut out);
+        out
+    }
+
+    /// Pending async events and destination records per function.
+    pub fn queue_depths(&self) -> Result<Vec<QueueDepth>, InvokeError> {
+        self.store
+            .queue_depths()
+            .map_err(|e| InvokeError::Internal(e.to_string()))
+    }
+
+    /// The queued and failed async events (and records) of a function, oldest first.
+    pub fn queued_events(
+        &self,
+        function: &str,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ItemSummary>, InvokeError> {
+        self.store
+            .list_items(function, state, limit)
+            .map_err(|e| InvokeError::Internal(e.to_string()))
+    }
+
+    /// Checks a destination or dead-letter target when it is configured: its syntax, that a
+    /// target function exists, that a named connection exists and is of the right kind.
+    /// The error is the message for the caller.
+    pub fn check_destination(&self, target: &str) -> Result<(), String> {
+        match targets::parse_target(target).map_err(|e| e.to_string())? {
+            targets::Target::Function { name, qualifier } => {
+                let function = FunctionRef {
+                    name,
+                    qualifier: match qualifier {
+                        Some(q) => Some(Qualifier::parse(&q).map_err(|e| e.to_string())?),
+                        None => None,
+                    },
+                };
+                self.resolve(&function)
+                    .map(|_| ())
+                    .map_err(|_| format!("The destination function {target} does not exist"))
+            }
+            other => {
+                let (Some(name), Some(kind)) = (other.connection(), other.connection_kind()) else {
+                    return Ok(());
+                };
+                let doc = self
+                    .store
+                    .get_document(kinds::CONNECTION, "", name)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "The connection {name:?} named by {target} does not exist; create it with \
+                             `lambent connection put {name} <url>`"
+                        )
+                    })?;
+                let url = doc["Url"].as_str().unwrap_or_default();
+                if targets::ConnectionKind::of_url(url) != Some(kind) {
+                    return Err(format!(
+                        "The connection {name:?} is not a {} connection",
+                        kind.as_str()
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Validates and runs (or queues) an invocation.
     pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeOutput, InvokeError> {
         let limit = match request.invocation_type {
-            InvocationType::Event => limits::ASYNC_PAYLOAD_BYTES,
+            InvocationType::Event => self.dispatcher.settings().max_payload,
             _ => limits::SYNC_PAYLOAD_BYTES,
         };
         if request.payload.len() > limit {
@@ -196,12 +234,31 @@ impl Invoker {
         match request.invocation_type {
             InvocationType::DryRun => Ok(InvokeOutput::DryRunOk),
             InvocationType::Event => {
-                self.queue
-                    .send(QueuedEvent {
-                        request,
-                        accepted: Instant::now(),
-                    })
-                    .map_err(|_| InvokeError::Unavailable("Lambent is shutting down".into()))?;
+                if self.dispatcher.stopped() {
+                    return Err(InvokeError::Unavailable("Lambent is shutting down".into()));
+                }
+                let now = dispatch::now_ms();
+                let payload = if request.payload.is_empty() {
+                    b"{}".to_vec()
+                } else {
+                    request.payload.to_vec()
+                };
+                let item = NewItem {
+                    kind: ItemKind::Invoke,
+                    lane: config.name.clone(),
+                    request_id: request.request_id.clone(),
+                    function: config.name.clone(),
+                    qualifier: request.function.qualifier.as_ref().map(ToString::to_string),
+                    payload,
+                    meta: serde_json::json!({
+                        "trace_id": request.trace_id.clone().unwrap_or_else(new_trace_id),
+                    }),
+                    accepted_ms: now,
+                    not_before_ms: now,
+                };
+                self.dispatcher
+                    .enqueue(&item)
+                    .map_err(|e| InvokeError::Internal(e.to_string()))?;
                 Ok(InvokeOutput::Queued)
             }
             InvocationType::RequestResponse => {
@@ -386,61 +443,6 @@ impl Invoker {
             }
             Err(e @ WorkerError::ShuttingDown) => Err(InvokeError::Unavailable(e.to_string())),
             Err(e @ WorkerError::Platform(_)) => Err(InvokeError::Internal(e.to_string())),
-        }
-    }
-}
-
-/// Runs queued events, retrying as Lambda does, until the queue closes.
-async fn dispatch(
-    invoker: std::sync::Weak<Invoker>,
-    mut events: mpsc::UnboundedReceiver<QueuedEvent>,
-    settings: AsyncSettings,
-) {
-    while let Some(event) = events.recv().await {
-        let Some(invoker) = invoker.upgrade() else {
-            break;
-        };
-        let settings = settings.clone();
-        tokio::spawn(async move { run_event(&invoker, event, &settings).await });
-    }
-}
-
-async fn run_event(invoker: &Invoker, event: QueuedEvent, settings: &AsyncSettings) {
-    let id = event.request.request_id.clone();
-    let function = event.request.function.name.clone();
-    let mut failures = 0u32;
-    let mut throttle_backoff = Duration::from_secs(1);
-    loop {
-        let config = match invoker.resolve(&event.request.function) {
-            Ok(config) => config,
-            Err(e) => {
-                tracing::warn!(request_id = %id, %function, "async event dropped: {e}");
-                return;
-            }
-        };
-        match invoker.run(&config, &event.request).await {
-            Ok(result) if !result.function_error => {
-                tracing::debug!(request_id = %id, %function, "async invocation succeeded");
-                return;
-            }
-            Ok(_) => {
-                if failures >= settings.max_retries {
-                    tracing::warn!(request_id = %id, %function, attempts = failures + 1, "async invocation failed; retries exhausted");
-                    return;
-                }
-                let delay = settings.retry_delay * 2u32.pow(failures);
-                failures += 1;
-                tokio::time::sleep(delay).await;
-            }
-            Err(InvokeError::Unavailable(_)) => return,
-            Err(e) => {
-                if event.accepted.elapsed() + throttle_backoff > settings.max_event_age {
-                    tracing::warn!(request_id = %id, %function, "async event dropped: maximum event age exceeded ({e})");
-                    return;
-                }
-                tokio::time::sleep(throttle_backoff).await;
-                throttle_backoff = (throttle_backoff * 2).min(Duration::from_secs(300));
-            }
         }
     }
 }

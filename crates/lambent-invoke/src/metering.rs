@@ -441,7 +441,7 @@ impl Metering {
 }
 
 /// Escapes a label value: backslash, double quote and newline.
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

@@ -3,7 +3,9 @@
 
 mod code;
 pub mod logs;
+pub mod queue;
 mod sqlite;
+mod sqlite_queue;
 
 pub use code::{CodeError, CodeStore, StoredCode};
 pub use sqlite::SqliteStore;
@@ -64,6 +66,8 @@ pub mod kinds {
     pub const LAYER: &str = "layer";
     /// An event-source mapping (scope: `""`, key: UUID).
     pub const EVENT_SOURCE_MAPPING: &str = "event-source-mapping";
+    /// A named connection to a broker (scope: `""`, key: name; `{"Url": …}`).
+    pub const CONNECTION: &str = "connection";
     /// Usage of a function in one minute (key: the minute's epoch seconds, zero-padded to 12
     /// digits). Kept after the function is deleted, like Lambda's CloudWatch metrics.
     pub const USAGE: &str = "usage";
@@ -98,7 +102,7 @@ pub struct AccessKey {
 }
 
 /// Everything Lambent persists, behind one interface so SQLite and PostgreSQL can both back it.
-pub trait Store: Send + Sync {
+pub trait Store: queue::EventQueue + Send + Sync {
     /// Creates a function's `$LATEST`; fails if the name is taken.
     fn create_function(&self, config: &FunctionConfig) -> Result<(), StoreError>;
     /// Reads one version of a function.

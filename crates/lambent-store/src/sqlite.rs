@@ -36,6 +36,27 @@ const MIGRATIONS: &[&str] = &[
         doc TEXT NOT NULL,
         PRIMARY KEY (kind, scope, key)
     );",
+    "CREATE TABLE async_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        lane TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        function_name TEXT NOT NULL,
+        qualifier TEXT,
+        payload BLOB NOT NULL,
+        meta TEXT NOT NULL,
+        accepted_ms INTEGER NOT NULL,
+        not_before_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        deferrals INTEGER NOT NULL DEFAULT 0,
+        claimed_by TEXT,
+        state TEXT NOT NULL DEFAULT 'pending',
+        last_error TEXT,
+        condition TEXT,
+        finished_ms INTEGER
+    );
+    CREATE INDEX async_queue_lane ON async_queue (state, lane, id);
+    CREATE INDEX async_queue_function ON async_queue (function_name, state, id);",
 ];
 
 /// A [`Store`] in one SQLite file (or in memory, for tests).
@@ -66,7 +87,7 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+    pub(crate) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 }
@@ -426,6 +447,11 @@ impl Store for SqliteStore {
                 params![kind, name],
             )?;
         }
+        // Queued events die with their function; records of past invocations still go out.
+        tx.execute(
+            "DELETE FROM async_queue WHERE kind = 'invoke' AND function_name = ?1",
+            params![name],
+        )?;
         tx.commit()?;
         Ok(())
     }

@@ -84,6 +84,9 @@ pub struct FunctionConfig {
     /// Layer versions, in the order they are unpacked into `/opt` (later ones override).
     #[serde(default)]
     pub layers: Vec<LayerRef>,
+    /// Where events that failed every attempt go (`DeadLetterConfig.TargetArn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<String>,
 }
 
 /// One layer version a function uses, as resolved when the function was configured.
@@ -145,6 +148,7 @@ impl FunctionConfig {
             tracing_mode: "PassThrough".to_string(),
             tags: BTreeMap::new(),
             layers: Vec::new(),
+            dead_letter_target: None,
         }
     }
 

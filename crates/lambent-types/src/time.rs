@@ -4,18 +4,34 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Formats a time as `2020-04-10T19:06:32.563+0000`, Lambda's `LastModified` format.
 pub fn aws_timestamp(at: SystemTime) -> String {
+    let format = ::time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
+    );
+    format_utc(at, format, "1970-01-01T00:00:00.000+0000")
+}
+
+/// Formats a time as `2019-11-14T18:16:05.568Z`, the ISO 8601 form of invocation records.
+pub fn iso8601_millis(at: SystemTime) -> String {
+    let format = ::time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    format_utc(at, format, "1970-01-01T00:00:00.000Z")
+}
+
+fn format_utc(
+    at: SystemTime,
+    format: &[::time::format_description::BorrowedFormatItem<'_>],
+    fallback: &str,
+) -> String {
     let millis = at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i128)
         .unwrap_or(0);
     let datetime = ::time::OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
         .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
-    let format = ::time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
-    );
     datetime
-        .format(&format)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000+0000".to_string())
+        .format(format)
+        .unwrap_or_else(|_| fallback.to_string())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -35,5 +51,6 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_millis(1_586_545_592_563);
         assert_eq!(aws_timestamp(at), "2020-04-10T19:06:32.563+0000");
         assert_eq!(aws_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000+0000");
+        assert_eq!(iso8601_millis(at), "2020-04-10T19:06:32.563Z");
     }
 }

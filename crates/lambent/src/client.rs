@@ -32,6 +32,8 @@ use lambent_api::sigv4;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+mod queue;
+
 /// Where the CLI looks for the server when nothing says otherwise.
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
 /// Region used when neither the credentials file nor the environment names one.
@@ -81,6 +83,11 @@ pub enum ClientCommand {
     Usage(UsageArgs),
     /// Print a function's log (all its log streams, by time), or follow it live.
     Logs(LogsArgs),
+    /// List a function's queued and failed asynchronous events.
+    Events(queue::EventsArgs),
+    /// Manage named broker connections used by RabbitMQ and NATS destinations.
+    #[command(subcommand)]
+    Connection(queue::ConnectionCommand),
 }
 
 /// Arguments of `lambent logs`.
@@ -207,9 +214,14 @@ pub async fn run(
             let usage = get_usage(&client, &args).await?;
             match output {
                 OutputFormat::Json => print_json(&usage),
-                OutputFormat::Text => write_stdout(render_usage(&usage).as_bytes()),
+                OutputFormat::Text => {
+                    let text = render_usage(&usage) + &queue::render_queues(&usage);
+                    write_stdout(text.as_bytes())
+                }
             }
         }
+        ClientCommand::Events(args) => queue::events(&client, &args, output).await,
+        ClientCommand::Connection(command) => queue::connection(&client, &command, output).await,
     }
 }
 
@@ -1459,12 +1471,12 @@ fn render_usage(usage: &Value) -> String {
     if functions.is_empty() {
         return "No usage.\n".to_owned();
     }
-    let rows: Vec<[String; 6]> = functions
+    let rows: Vec<Vec<String>> = functions
         .iter()
         .map(|f| {
             let totals = &f["Totals"];
             let n = |key: &str| totals[key].as_u64().unwrap_or(0).to_string();
-            [
+            vec![
                 display_value(&f["FunctionName"]),
                 n("Invocations"),
                 n("Errors"),
@@ -1474,32 +1486,7 @@ fn render_usage(usage: &Value) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let header = HEADERS.map(str::to_owned);
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            let pad = width - cell.chars().count();
-            if i == 0 {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', pad + 2));
-            } else {
-                // Numbers are right-aligned.
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(cell);
-                line.push_str("  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    queue::text_table(&HEADERS, &rows, &[false, true, true, true, true, true])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -42,9 +42,16 @@ pub struct ServeArgs {
     /// Most invocations running at once (the account concurrency limit).
     #[arg(long, env = "LAMBENT_MAX_CONCURRENCY", default_value_t = 1000)]
     max_concurrency: usize,
-    /// Seconds before the first retry of a failed async invocation (doubles for the second).
-    #[arg(long, env = "LAMBENT_ASYNC_RETRY_DELAY", default_value_t = 60)]
-    async_retry_delay: u64,
+    /// Seconds before the first retry of a failed async invocation (doubles for the second;
+    /// fractions allowed).
+    #[arg(long, env = "LAMBENT_ASYNC_RETRY_DELAY", default_value_t = 60.0, value_parser = parse_seconds)]
+    async_retry_delay: f64,
+    /// Most async events of one function running at once (reserved concurrency wins when set).
+    #[arg(long, env = "LAMBENT_ASYNC_CONCURRENCY", default_value_t = 32)]
+    async_concurrency: usize,
+    /// Largest async (Event) payload accepted, bytes.
+    #[arg(long, env = "LAMBENT_ASYNC_MAX_PAYLOAD", default_value_t = 262_144)]
+    async_max_payload: usize,
     /// Most processes and threads one execution environment may run (fork bombs stop here).
     #[arg(long, env = "LAMBENT_PIDS_LIMIT", default_value_t = 1024)]
     pids_limit: u32,
@@ -251,7 +258,9 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         worker.clone(),
         arns.clone(),
         AsyncSettings {
-            retry_delay: Duration::from_secs(args.async_retry_delay),
+            retry_delay: Duration::from_secs_f64(args.async_retry_delay),
+            concurrency_per_function: args.async_concurrency.max(1),
+            max_payload: args.async_max_payload,
             ..AsyncSettings::default()
         },
     );
@@ -336,6 +345,16 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// A non-negative number of seconds, at most a day.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.0..=86_400.0).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "expected seconds between 0 and 86400, got {text:?}"
+        )),
+    }
 }
 
 async fn shutdown_signal() {

@@ -257,14 +257,6 @@ pub(crate) fn validate(doc: &mut Map<String, Value>) -> Result<(), ApiError> {
             }
         }
     }
-    if let Some(dest) = doc
-        .get("DestinationConfig")
-        .and_then(|d| d.get("OnFailure"))
-        .and_then(|d| d.get("Destination"))
-        .and_then(Value::as_str)
-    {
-        validate_destination(dest, true)?;
-    }
     for key in ["Queues", "Topics"] {
         if let Some(items) = doc.get(key).filter(|v| !v.is_null()) {
             let items = items
@@ -316,6 +308,19 @@ pub(crate) fn validate(doc: &mut Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// Resolves a mapping's FunctionName (name, `name:qualifier`, partial or full ARN).
+/// Checks the mapping's OnFailure destination exists.
+fn check_destination(state: &ApiState, doc: &Map<String, Value>) -> Result<(), ApiError> {
+    match doc
+        .get("DestinationConfig")
+        .and_then(|d| d.get("OnFailure"))
+        .and_then(|d| d.get("Destination"))
+        .and_then(Value::as_str)
+    {
+        Some(dest) => validate_destination(state, dest, true),
+        None => Ok(()),
+    }
+}
+
 fn resolve_function(state: &ApiState, raw: &str) -> Result<FunctionRef, ApiError> {
     check_owner(&state.arns, raw)?;
     let function = FunctionRef::parse(raw, None)?;
@@ -375,6 +380,7 @@ pub(crate) fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, Api
         }
     }
     validate(&mut doc)?;
+    check_destination(state, &doc)?;
     let tags: BTreeMap<String, String> = match input.get("Tags").filter(|v| !v.is_null()) {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| ApiError::bad_content(format!("Tags: {e}")))?,
@@ -462,6 +468,8 @@ pub(crate) fn update(req: &ApiRequest, state: &ApiState, id: &str) -> Result<Api
         Some(_) => return Err(ApiError::bad_content("FunctionName must be a string")),
         None => None,
     };
+    // Checked before the store's transaction, which the check itself reads from.
+    check_destination(state, &input)?;
     let doc = modify(state, kinds::EVENT_SOURCE_MAPPING, "", id, &mut |current| {
         let Some(Value::Object(mut doc)) = current else {
             return Err(not_found(id));
