@@ -860,6 +860,9 @@ class HookRequest:
 
 class _HookHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so a busy sender need not reconnect
+    # The reply goes out as headers then body; with Nagle on, the body waits for the sender's
+    # delayed ACK (40 ms a request).
+    disable_nagle_algorithm = True
 
     def _body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
