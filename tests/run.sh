@@ -19,6 +19,31 @@ cd "$repo"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# What the tests need from the host, set up when missing (root): the sandbox's bridge
+# networking uses iproute2 and nftables; the async-destination tests publish to the
+# machine's RabbitMQ and NATS with JetStream.
+if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+    step "installing iproute2 and nftables"
+    apt-get update -qq && apt-get install -y -qq iproute2 nftables >/dev/null
+fi
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+    for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 1; done
+    echo "error: nothing listens on 127.0.0.1:$1 after starting $2" >&2
+    return 1
+}
+if ! port_open 5672; then
+    step "starting RabbitMQ"
+    rabbitmq-server -detached
+    wait_port 5672 RabbitMQ
+fi
+if ! port_open 4222; then
+    step "starting NATS with JetStream"
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    wait_port 4222 NATS
+fi
+
 step "cargo fmt --all --check"
 cargo fmt --all --check
 

@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use lambent_invoke::targets::{ConnectionKind, mask_passwords};
+use lambent_invoke::targets::{ConnectionKind, check_connection_name, mask_passwords};
 use lambent_store::kinds;
 use lambent_store::queue::{ItemKind, ItemSummary};
 use lambent_types::FunctionRef;
@@ -105,18 +105,7 @@ fn list_events(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError>
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "connection names are 1 to 64 letters, digits, '-' or '_', got {name:?}"
-        )))
-    }
+    check_connection_name(name).map_err(ApiError::invalid)
 }
 
 fn connection_json(name: &str, doc: &Value) -> Value {

@@ -471,7 +471,8 @@ fn is_identifier(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn check_connection_name(name: &str) -> Result<(), String> {
+/// Checks a broker connection's name (`[A-Za-z0-9_-]{1,64}`); the error says the rule.
+pub fn check_connection_name(name: &str) -> Result<(), String> {
     if is_identifier(name, 64) {
         Ok(())
     } else {
