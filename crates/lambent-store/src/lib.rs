@@ -1,14 +1,20 @@
-//! Lambent's persistent state: the [`Store`] trait over functions and access keys, its
-//! SQLite implementation, and [`CodeStore`], the content-addressed store of code zips.
+//! Lambent's persistent state: the [`Store`] trait over functions, principals and access
+//! keys, its SQLite implementation, [`SecretBox`] (the master key that encrypts secrets at
+//! rest), and [`CodeStore`], the content-addressed store of code zips.
 
 mod code;
+pub mod iam;
 pub mod logs;
 pub mod queue;
+pub mod secrets;
 mod sqlite;
+mod sqlite_iam;
 mod sqlite_queue;
 
 pub use code::{CodeError, CodeStore, StoredCode};
-pub use sqlite::SqliteStore;
+pub use iam::IamStore;
+pub use secrets::SecretBox;
+pub use sqlite::{MASTER_KEY_FILE, SqliteStore};
 
 use lambent_types::FunctionConfig;
 
@@ -39,6 +45,13 @@ pub enum StoreError {
     /// The store's lock was poisoned by a panic elsewhere.
     #[error("store lock poisoned")]
     Poisoned,
+    /// The master key file could not be read, created or trusted; the message says what to do.
+    #[error("{0}")]
+    MasterKey(String),
+    /// A secret could not be sealed or opened (altered, sealed under another master key), or
+    /// the random number generator failed.
+    #[error("{0}")]
+    Crypto(String),
 }
 
 impl From<lambent_types::ValidationError> for StoreError {
@@ -93,7 +106,7 @@ pub struct Page<T> {
 }
 
 /// An access key pair that may sign requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AccessKey {
     /// Public key id.
     pub access_key_id: String,
@@ -101,8 +114,17 @@ pub struct AccessKey {
     pub secret_access_key: String,
 }
 
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Everything Lambent persists, behind one interface so SQLite and PostgreSQL can both back it.
-pub trait Store: queue::EventQueue + Send + Sync {
+pub trait Store: queue::EventQueue + iam::IamStore + Send + Sync {
     /// Creates a function's `$LATEST`; fails if the name is taken.
     fn create_function(&self, config: &FunctionConfig) -> Result<(), StoreError>;
     /// Reads one version of a function.
@@ -168,10 +190,12 @@ pub trait Store: queue::EventQueue + Send + Sync {
     fn delete_function(&self, name: &str) -> Result<(), StoreError>;
     /// Number of functions and the total size of the code of all their versions.
     fn usage(&self) -> Result<(u64, u64), StoreError>;
-    /// Adds an access key.
+    /// Adds (or replaces) an access key of the user `root`, creating `root` if missing (with
+    /// ARN [`iam::PLACEHOLDER_ROOT_ARN`]); the secret is sealed. Not bound by the limit of
+    /// two keys per user that [`IamStore::create_access_key`] enforces.
     fn put_access_key(&self, key: &AccessKey) -> Result<(), StoreError>;
-    /// Looks up the secret of an access key id.
+    /// The secret of an access key id, if the key exists and is `Active`.
     fn access_key_secret(&self, access_key_id: &str) -> Result<Option<String>, StoreError>;
-    /// Returns every access key, oldest first.
+    /// Every access key of the user `root` (secrets decrypted), oldest first.
     fn list_access_keys(&self) -> Result<Vec<AccessKey>, StoreError>;
 }

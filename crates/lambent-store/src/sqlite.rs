@@ -7,12 +7,13 @@ use lambent_types::FunctionConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use crate::{AccessKey, Page, Store, StoreError, kinds};
+use crate::secrets::SecretBox;
+use crate::{AccessKey, Page, Store, StoreError, kinds, sqlite_iam};
 
 const LATEST: &str = "$LATEST";
 
 /// Schema migrations; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     "CREATE TABLE functions (
         name TEXT PRIMARY KEY,
         created_ms INTEGER NOT NULL
@@ -57,38 +58,97 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX async_queue_lane ON async_queue (state, lane, id);
     CREATE INDEX async_queue_function ON async_queue (function_name, state, id);",
+    // The plaintext `access_keys` table is moved into `iam_keys` (sealed) and dropped by
+    // `sqlite_iam::move_plaintext_keys` after the migrations, since sealing needs the key.
+    "CREATE TABLE iam_users (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE iam_roles (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX iam_roles_arn ON iam_roles (arn);
+    CREATE TABLE iam_keys (
+        access_key_id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES iam_users(name) ON DELETE CASCADE,
+        secret_sealed TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'Active',
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX iam_keys_user ON iam_keys (user_name, created_ms);
+    CREATE TABLE iam_policies (
+        kind TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        name TEXT NOT NULL,
+        document TEXT NOT NULL,
+        PRIMARY KEY (kind, principal, name)
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        principal TEXT NOT NULL,
+        access_key_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        source_ip TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        error_code TEXT NOT NULL,
+        request_id TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_at ON audit_log (at_ms);",
 ];
+
+/// Name of the master key file, next to the database in the data directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
 
 /// A [`Store`] in one SQLite file (or in memory, for tests).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    secrets: SecretBox,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode and applies the schema.
+    /// Secrets are sealed with the master key [`MASTER_KEY_FILE`] next to the database,
+    /// created on first use; plaintext access keys of an older database are sealed and their
+    /// old table dropped.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let secrets = SecretBox::load_or_create(&path.with_file_name(MASTER_KEY_FILE))?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::init(conn)
+        Self::init(conn, secrets)
     }
 
-    /// An in-memory store, for tests.
+    /// An in-memory store with an ephemeral master key, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, SecretBox::ephemeral()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection, secrets: SecretBox) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
+        sqlite_iam::move_plaintext_keys(&mut conn, &secrets)?;
+        sqlite_iam::check_master_key(&conn, &secrets)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            secrets,
         })
     }
 
     pub(crate) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// The master key this store seals secrets with (also for MACs of session tokens).
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
     }
 }
 
@@ -109,7 +169,7 @@ fn not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("Function not found: {name}"))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     lambent_types::time::epoch_millis(std::time::SystemTime::now()) as i64
 }
 
@@ -468,34 +528,15 @@ impl Store for SqliteStore {
     }
 
     fn put_access_key(&self, key: &AccessKey) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "INSERT OR REPLACE INTO access_keys (access_key_id, secret_access_key, created_ms) \
-             VALUES (?1, ?2, ?3)",
-            params![key.access_key_id, key.secret_access_key, now_ms()],
-        )?;
-        Ok(())
+        sqlite_iam::put_root_key(self, key)
     }
 
     fn access_key_secret(&self, access_key_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn()?
-            .prepare_cached("SELECT secret_access_key FROM access_keys WHERE access_key_id = ?1")?
-            .query_row(params![access_key_id], |row| row.get(0))
-            .optional()?)
+        sqlite_iam::active_secret(self, access_key_id)
     }
 
     fn list_access_keys(&self) -> Result<Vec<AccessKey>, StoreError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT access_key_id, secret_access_key FROM access_keys ORDER BY created_ms, access_key_id",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(AccessKey {
-                access_key_id: row.get(0)?,
-                secret_access_key: row.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        sqlite_iam::root_keys(self)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod names;
+pub mod policy;
 pub mod runtime;
 pub mod time;
 
