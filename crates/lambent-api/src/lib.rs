@@ -5,6 +5,9 @@
 //! slashes) and percent-decodes each segment, so ARNs arrive as `arn:aws:lambda:…`.
 //! Signatures are verified on the raw path bytes, before any decoding.
 
+mod access;
+mod admin;
+mod authz;
 mod error;
 mod functions;
 mod invoke;
@@ -183,7 +186,7 @@ async fn handle(
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let result = dispatch(req, &state, &request_id).await;
+    let result = dispatch(req, &state, &request_id, peer).await;
     let response = match result {
         Ok(reply) => {
             let mut response = Response::new(Full::new(reply.body));
@@ -235,6 +238,7 @@ async fn dispatch(
     req: Request<Incoming>,
     state: &ApiState,
     request_id: &str,
+    peer: SocketAddr,
 ) -> Result<ApiReply, ApiError> {
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
@@ -284,6 +288,7 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok())
         .filter(|t| t.starts_with(logs::TARGET_PREFIX))
         .map(str::to_owned);
+    let mut caller = None;
     if state.auth == AuthMode::SigV4 {
         let signable = sigv4::SignableRequest {
             method: parts.method.as_str(),
@@ -297,10 +302,27 @@ async fn dispatch(
         } else {
             "lambda"
         };
-        sigv4::verify(&signable, SystemTime::now(), service, |key| {
+        let verified = sigv4::verify(&signable, SystemTime::now(), service, |key| {
             state.store.access_key_secret(key).ok().flatten()
         })
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.aws_code(), e.to_string()))?;
+        .map_err(|e| {
+            let error = ApiError::new(StatusCode::FORBIDDEN, e.aws_code(), e.to_string());
+            access::audit(
+                state,
+                &access::AuditEntry {
+                    caller: None,
+                    access_key_id: &claimed_key_id(&parts.headers),
+                    target: None,
+                    decision: "AuthFailed",
+                    peer,
+                    status: error.status,
+                    error_code: error.code,
+                    request_id,
+                },
+            );
+            access::failed_auth(peer, error)
+        })?;
+        caller = Some(access::caller(state, &verified.access_key_id)?);
     }
 
     let host = parts
@@ -319,10 +341,78 @@ async fn dispatch(
         host,
         arns: state.arns.clone(),
     };
-    if let Some(target) = logs_target {
-        return Ok(logs::handle(&request, state, &target));
+    let Some(caller) = caller else {
+        return match logs_target {
+            Some(target) => Ok(logs::handle(&request, state, &target)),
+            None => route(&request, state).await,
+        };
+    };
+    let segments: Vec<&str> = request.segments.iter().map(String::as_str).collect();
+    let target = match &logs_target {
+        Some(target) => Some(authz::logs_target(
+            &state.arns,
+            target.strip_prefix(logs::TARGET_PREFIX).unwrap_or(target),
+            &request.body,
+        )),
+        None => admin::target(&state.arns, &request.method, &segments).or_else(|| {
+            authz::lambda_target(
+                &state.arns,
+                &request.method,
+                &segments,
+                &|key| request.query(key).map(str::to_string),
+                &request.body,
+            )
+        }),
+    };
+    let record = |target: Option<&authz::Target>, decision: &str, status, error_code: &str| {
+        access::audit(
+            state,
+            &access::AuditEntry {
+                caller: Some(&caller),
+                access_key_id: &caller.access_key_id,
+                target,
+                decision,
+                peer,
+                status,
+                error_code,
+                request_id,
+            },
+        );
+    };
+    if let Some(target) = &target
+        && let Err(denied) = access::authorize(state, &caller, target, peer)
+    {
+        record(Some(target), "Deny", denied.status, denied.code);
+        return Err(denied);
     }
-    route(&request, state).await
+    let result = match logs_target {
+        Some(target) => Ok(logs::handle(&request, state, &target)),
+        None => route(&request, state).await,
+    };
+    // Invocations are data-plane calls: the audit log keeps control-plane calls and refusals.
+    let invoke = target
+        .as_ref()
+        .is_some_and(|t| t.action == "lambda:InvokeFunction");
+    if !invoke {
+        let (status, code) = match &result {
+            Ok(reply) => (reply.status, ""),
+            Err(error) => (error.status, error.code),
+        };
+        record(target.as_ref(), "Allow", status, code);
+    }
+    result
+}
+
+/// The access key id a request claims in its `Authorization` header (for the audit log of
+/// a request whose signature did not verify).
+fn claimed_key_id(headers: &hyper::HeaderMap) -> String {
+    headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|v| v.split('/').next())
+        .map(|id| id.chars().take(128).collect())
+        .unwrap_or_default()
 }
 
 /// `GET /metrics`: every metric in the Prometheus text format, version 0.0.4.
@@ -367,6 +457,9 @@ async fn route(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError>
         return answer;
     }
     if let Some(answer) = queue::route(req, state, &segments) {
+        return answer;
+    }
+    if let Some(answer) = admin::route(req, state, &segments) {
         return answer;
     }
     let routed = logs::route(req, state, &segments).await;

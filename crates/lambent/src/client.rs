@@ -32,6 +32,7 @@ use lambent_api::sigv4;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+mod admin;
 mod queue;
 
 /// Where the CLI looks for the server when nothing says otherwise.
@@ -88,6 +89,9 @@ pub enum ClientCommand {
     /// Manage named broker connections used by RabbitMQ and NATS destinations.
     #[command(subcommand)]
     Connection(queue::ConnectionCommand),
+    /// Administer users, access keys, policies, roles; read the audit log.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// Arguments of `lambent logs`.
@@ -222,6 +226,7 @@ pub async fn run(
         }
         ClientCommand::Events(args) => queue::events(&client, &args, output).await,
         ClientCommand::Connection(command) => queue::connection(&client, &command, output).await,
+        ClientCommand::Admin(command) => admin::run(&client, &command, output).await,
     }
 }
 

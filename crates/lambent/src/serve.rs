@@ -145,6 +145,11 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     );
     let endpoint = format!("http://{}", args.listen);
     let (key, created) = credentials::bootstrap_key(store.as_ref())?;
+    // The bootstrap key belongs to the account root, the administrator.
+    store.ensure_user(
+        lambent_store::iam::ROOT_USER,
+        &format!("arn:aws:iam::{}:root", args.account_id),
+    )?;
     let contents = CredentialsFile {
         access_key_id: key.access_key_id.clone(),
         secret_access_key: key.secret_access_key.clone(),
