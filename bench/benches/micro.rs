@@ -680,6 +680,8 @@ fn runtime_api(c: &mut Criterion, measuring: bool) -> RuntimeApiRun {
                     LogStore::open(&dir.path().join("logs"), LogLimits::default())
                         .expect("log store"),
                 )),
+                credentials: None,
+                max_environment_age: None,
             },
             hosts,
         )

@@ -23,16 +23,21 @@ use crate::{ApiError, ApiState};
 pub(crate) struct Caller {
     /// The access key that signed the request.
     pub access_key_id: String,
-    /// The IAM user the key belongs to.
-    pub user: String,
-    /// The user's ARN (`arn:aws:iam::<account>:root` for the account root).
+    /// A user (long-term key) or a role (temporary credentials of a function).
+    pub kind: PrincipalKind,
+    /// The user's or role's name.
+    pub name: String,
+    /// The caller's ARN: the user's (`arn:aws:iam::<account>:root` for the account root), or
+    /// the role session's (`arn:aws:sts::<account>:assumed-role/<role>/<function>`).
     pub arn: String,
+    /// The ARN policies name the caller by: the user's, or the role's for a session.
+    pub principal_arn: String,
 }
 
 impl Caller {
     /// The account root may do everything, as on AWS.
     pub fn is_root(&self) -> bool {
-        self.user == ROOT_USER
+        self.kind == PrincipalKind::User && self.name == ROOT_USER
     }
 }
 
@@ -57,10 +62,41 @@ pub(crate) fn caller(state: &ApiState, access_key_id: &str) -> Result<Caller, Ap
                 "The security token included in the request is invalid.",
             )
         })?;
+    let arn = user_arn(state, &lookup.user);
     Ok(Caller {
         access_key_id: access_key_id.to_string(),
-        arn: user_arn(state, &lookup.user),
-        user: lookup.user,
+        kind: PrincipalKind::User,
+        name: lookup.user,
+        principal_arn: arn.clone(),
+        arn,
+    })
+}
+
+/// The caller behind an execution role's temporary credentials; the role must still exist.
+pub(crate) fn session_caller(
+    state: &ApiState,
+    access_key_id: &str,
+    session: &crate::sessions::Session,
+) -> Result<Caller, ApiError> {
+    let role = state
+        .store
+        .get_role_by_arn(&session.role_arn)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
+        })?;
+    Ok(Caller {
+        access_key_id: access_key_id.to_string(),
+        kind: PrincipalKind::Role,
+        arn: format!(
+            "arn:aws:sts::{}:assumed-role/{}/{}",
+            state.arns.account_id, role.name, session.name
+        ),
+        name: role.name,
+        principal_arn: role.arn,
     })
 }
 
@@ -69,13 +105,17 @@ fn context(caller: &Caller, peer: SocketAddr, state: &ApiState) -> Context {
     let mut context = Context::new();
     context.set("aws:SourceIp", peer.ip().to_string());
     context.set_bool("aws:SecureTransport", false);
-    context.set("aws:PrincipalArn", caller.arn.clone());
+    context.set("aws:PrincipalArn", caller.principal_arn.clone());
     context.set("aws:PrincipalAccount", state.arns.account_id.clone());
-    context.set(
-        "aws:PrincipalType",
-        if caller.is_root() { "Account" } else { "User" },
-    );
-    context.set("aws:username", caller.user.clone());
+    let kind = match caller.kind {
+        PrincipalKind::User if caller.is_root() => "Account",
+        PrincipalKind::User => "User",
+        PrincipalKind::Role => "AssumedRole",
+    };
+    context.set("aws:PrincipalType", kind);
+    if caller.kind == PrincipalKind::User {
+        context.set("aws:username", caller.name.clone());
+    }
     context.set("aws:userid", caller.access_key_id.clone());
     context.set("aws:RequestedRegion", state.arns.region.clone());
     context.set(
@@ -109,12 +149,10 @@ fn resource_policy(state: &ApiState, target: &Target) -> Option<Policy> {
     }
 }
 
-/// The identity policies attached to a user.
-fn identity_policies(state: &ApiState, user: &str) -> Vec<Policy> {
-    let attached = state
-        .store
-        .list_policies(PrincipalKind::User, user)
-        .unwrap_or_default();
+/// The identity policies attached to a user or role.
+fn identity_policies(state: &ApiState, kind: PrincipalKind, name: &str) -> Vec<Policy> {
+    let user = name;
+    let attached = state.store.list_policies(kind, name).unwrap_or_default();
     attached
         .iter()
         .filter_map(|(name, document)| {
@@ -138,7 +176,7 @@ pub(crate) fn authorize(
     if caller.is_root() {
         return Ok(());
     }
-    let identity = identity_policies(state, &caller.user);
+    let identity = identity_policies(state, caller.kind, &caller.name);
     let resource = resource_policy(state, target);
     let principal = Principal::new(caller.arn.clone(), state.arns.account_id.clone());
     let context = context(caller, peer, state);

@@ -14,6 +14,7 @@ mod invoke;
 mod layers;
 mod logs;
 mod queue;
+pub mod sessions;
 mod settings;
 mod shapes;
 pub mod sigv4;
@@ -66,6 +67,8 @@ pub struct ApiState {
     pub concurrency_limit: usize,
     /// Function logs, for the CloudWatch Logs operations and `lambent logs`.
     pub logs: Arc<lambent_store::logs::LogStore>,
+    /// Temporary credentials of execution roles.
+    pub sessions: sessions::Sessions,
 }
 
 /// A parsed request handed to an operation.
@@ -302,16 +305,13 @@ async fn dispatch(
         } else {
             "lambda"
         };
-        let verified = sigv4::verify(&signable, SystemTime::now(), service, |key| {
-            state.store.access_key_secret(key).ok().flatten()
-        })
-        .map_err(|e| {
-            let error = ApiError::new(StatusCode::FORBIDDEN, e.aws_code(), e.to_string());
+        let claimed = claimed_key_id(&parts.headers);
+        let refuse = |error: ApiError| {
             access::audit(
                 state,
                 &access::AuditEntry {
                     caller: None,
-                    access_key_id: &claimed_key_id(&parts.headers),
+                    access_key_id: &claimed,
                     target: None,
                     decision: "AuthFailed",
                     peer,
@@ -321,8 +321,48 @@ async fn dispatch(
                 },
             );
             access::failed_auth(peer, error)
+        };
+        // Temporary credentials of an execution role carry their own proof in the token.
+        let session = match claimed.starts_with("ASIA") {
+            false => None,
+            true => {
+                let token = parts
+                    .headers
+                    .get("x-amz-security-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let session = state.sessions.verify(&claimed, token).map_err(|e| {
+                    refuse(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        e.aws_code(),
+                        e.to_string(),
+                    ))
+                })?;
+                Some(session)
+            }
+        };
+        let verified = sigv4::verify(
+            &signable,
+            SystemTime::now(),
+            service,
+            |key| match &session {
+                Some(session) => (key == claimed).then(|| session.secret_access_key.clone()),
+                None => state.store.access_key_secret(key).ok().flatten(),
+            },
+        )
+        .map_err(|e| {
+            refuse(ApiError::new(
+                StatusCode::FORBIDDEN,
+                e.aws_code(),
+                e.to_string(),
+            ))
         })?;
-        caller = Some(access::caller(state, &verified.access_key_id)?);
+        caller = Some(match &session {
+            Some(session) => {
+                access::session_caller(state, &verified.access_key_id, session).map_err(refuse)?
+            }
+            None => access::caller(state, &verified.access_key_id)?,
+        });
     }
 
     let host = parts

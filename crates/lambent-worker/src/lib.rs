@@ -17,7 +17,7 @@ mod runtime_api;
 mod telemetry;
 
 pub use launch::{LaunchError, RuntimeHosts};
-pub use pool::{NETWORK_TAG, Worker, WorkerConfig};
+pub use pool::{NETWORK_TAG, RoleCredentials, Worker, WorkerConfig};
 
 use bytes::Bytes;
 

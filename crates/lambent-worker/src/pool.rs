@@ -47,6 +47,18 @@ pub struct WorkerConfig {
     /// Where function logs are recorded (CloudWatch Logs streams); `None` keeps them only in
     /// the platform log.
     pub log_store: Option<Arc<lambent_store::logs::LogStore>>,
+    /// Gives each new environment the credentials of its function's execution role.
+    pub credentials: Option<Arc<dyn RoleCredentials>>,
+    /// Environments older than this are not given new work (their credentials would expire).
+    pub max_environment_age: Option<Duration>,
+}
+
+/// Source of the execution-role variables an environment starts with
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL`, …).
+pub trait RoleCredentials: Send + Sync + std::fmt::Debug {
+    /// The variables for a new environment of this function version; empty when its role
+    /// gives none.
+    fn variables(&self, config: &FunctionConfig) -> Vec<(String, String)>;
 }
 
 /// Environments of one function version at one revision of its code and configuration.
@@ -454,6 +466,16 @@ impl Worker {
             }
         }
         let envs = idle.get_mut(key)?;
+        if let Some(max_age) = self.config.max_environment_age {
+            // Retired before their role's credentials run out: the next one gets fresh ones.
+            envs.retain(|entry| {
+                let young = entry.env.started.elapsed() < max_age;
+                if !young {
+                    entry.env.kill();
+                }
+                young
+            });
+        }
         // Prefer an environment whose runtime waits in `/next`; else one released a moment
         // ago whose runtime is on its way back (the caller waits briefly for it). One that
         // stays away longer (never calling `/next` again) is left to the reaper.
@@ -532,6 +554,9 @@ impl Worker {
                         if key == "AWS_LAMBDA_INITIALIZATION_TYPE" {
                             *value = initialization_type.to_string();
                         }
+                    }
+                    if let Some(credentials) = &self.config.credentials {
+                        plan.env.extend(credentials.variables(config));
                     }
                     plan
                 })

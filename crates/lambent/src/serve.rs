@@ -9,11 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use lambent_api::sessions::Sessions;
 use lambent_api::{ApiState, AuthMode};
 use lambent_invoke::{AsyncSettings, Invoker};
 use lambent_sandbox::{NetworkMode, Sandbox, SandboxConfig, SandboxMode};
 use lambent_store::{CodeStore, SqliteStore, Store};
 use lambent_types::names::ArnContext;
+use lambent_worker::RoleCredentials;
 use lambent_worker::{RuntimeHosts, Worker, WorkerConfig};
 
 use crate::credentials::{self, CredentialsFile};
@@ -49,6 +51,10 @@ pub struct ServeArgs {
     /// Most async events of one function running at once (reserved concurrency wins when set).
     #[arg(long, env = "LAMBENT_ASYNC_CONCURRENCY", default_value_t = 32)]
     async_concurrency: usize,
+    /// Seconds an execution role's temporary credentials last (environments are replaced
+    /// before then).
+    #[arg(long, env = "LAMBENT_SESSION_DURATION", default_value_t = 43_200)]
+    session_duration: u64,
     /// Largest async (Event) payload accepted, bytes.
     #[arg(long, env = "LAMBENT_ASYNC_MAX_PAYLOAD", default_value_t = 262_144)]
     async_max_payload: usize,
@@ -139,10 +145,13 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&data_dir.join("lambent.db"))
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+    let sqlite = SqliteStore::open(&data_dir.join("lambent.db"))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let sessions = Sessions::new(
+        sqlite.secrets().clone(),
+        Duration::from_secs(args.session_duration.max(60)),
     );
+    let store: Arc<dyn Store> = Arc::new(sqlite);
     let endpoint = format!("http://{}", args.listen);
     let (key, created) = credentials::bootstrap_key(store.as_ref())?;
     // The bootstrap key belongs to the account root, the administrator.
@@ -250,6 +259,13 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             opt_root: data_dir.join("opt"),
             sandbox: Arc::new(sandbox),
             log_store: Some(logs.clone()),
+            credentials: Some(Arc::new(ExecutionRoles {
+                store: store.clone(),
+                sessions: sessions.clone(),
+                endpoint: function_endpoint(&args.listen),
+            })),
+            // Retired with a margin before their credentials expire.
+            max_environment_age: Some(sessions.duration().mul_f64(0.9)),
         },
         hosts,
     );
@@ -287,6 +303,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         },
         concurrency_limit: args.max_concurrency,
         logs,
+        sessions,
     });
 
     println!("Lambent listening on {endpoint}");
@@ -350,6 +367,55 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Gives environments temporary credentials for their function's execution role.
+struct ExecutionRoles {
+    store: Arc<dyn Store>,
+    sessions: Sessions,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for ExecutionRoles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionRoles")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleCredentials for ExecutionRoles {
+    fn variables(&self, config: &lambent_types::FunctionConfig) -> Vec<(String, String)> {
+        let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), self.endpoint.clone())];
+        match self.store.get_role_by_arn(&config.role) {
+            Ok(Some(role)) => {
+                let creds = self.sessions.issue(&role.arn, &config.name);
+                vars.extend([
+                    ("AWS_ACCESS_KEY_ID".to_string(), creds.access_key_id),
+                    ("AWS_SECRET_ACCESS_KEY".to_string(), creds.secret_access_key),
+                    ("AWS_SESSION_TOKEN".to_string(), creds.session_token),
+                ]);
+            }
+            Ok(None) => tracing::warn!(
+                function = %config.name, role = %config.role,
+                "the execution role does not exist: the environment gets no credentials"
+            ),
+            Err(e) => {
+                tracing::error!(function = %config.name, "cannot read the execution role: {e}")
+            }
+        }
+        vars
+    }
+}
+
+/// The API address as a function reaches it (a wildcard listen address means loopback).
+fn function_endpoint(listen: &std::net::SocketAddr) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", listen.port())
 }
 
 /// A non-negative number of seconds, at most a day.
