@@ -210,7 +210,7 @@ impl Server {
                 "FunctionName": name,
                 "Runtime": runtime,
                 "Handler": handler,
-                "Role": "arn:aws:iam::000000000000:role/bench",
+                "Role": "arn:aws:iam::000000000000:role/lambent-default",
                 "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)},
                 "MemorySize": memory,
                 "Timeout": timeout,

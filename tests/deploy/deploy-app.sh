@@ -19,7 +19,7 @@
 #   --endpoint-url  the Lambda endpoint (default: $AWS_ENDPOINT_URL; with
 #                   neither, the CLI's own default, i.e. real AWS)
 #   --prefix        name prefix of every resource (default: lambent-demo)
-#   --role          execution role ARN (default: a placeholder role in account
+#   --role          execution role ARN (default: the built-in role lambent-default in account
 #                   000000000000, which Lambent accepts; pass a real one on AWS)
 # Environment: the usual AWS_* credentials/region variables; AWS_CLI overrides
 # the `aws` command (e.g. AWS_CLI="python -m awscli").  Works with AWS CLI v1
@@ -36,7 +36,7 @@ app="$here/app"
 
 endpoint="${AWS_ENDPOINT_URL:-}"
 prefix="lambent-demo"
-role="arn:aws:iam::000000000000:role/lambent-demo"
+role="arn:aws:iam::000000000000:role/lambent-default"
 
 die() {
     echo "deploy-app: error: $*" >&2

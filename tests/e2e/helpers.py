@@ -613,6 +613,16 @@ def start_server(data_dir: Path, log_path: Path, extra_args=(), startup_timeout:
             pytest.fail(f"{creds_path} was not written:\n{server.log_tail()}")
         time.sleep(0.05)
     server.credentials = json.loads(creds_path.read_text())
+    # Functions need an execution role that exists: the suite's role, made by the root.
+    made = subprocess.run(
+        [str(binary), "--data-dir", str(data_dir), "admin", "role", "create", ROLE.rsplit("/", 1)[1]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if made.returncode != 0 and "already exists" not in made.stderr:
+        server.terminate(5)
+        pytest.fail(f"lambent admin role create failed: {made.stderr}\n{server.log_tail()}")
     return server
 
 
@@ -977,6 +987,202 @@ class Webhook:
                         f"webhook {self.url(path)} got {len(got)} of {count} expected deliveries within {timeout:.0f}s{tail}"
                     )
                 self._cond.wait(min(left, 0.5))
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --------------------------------------------------------------------------
+# hand-signed requests and a recording proxy (test_access.py)
+
+import datetime as _datetime  # noqa: E402
+import http.client  # noqa: E402
+from unittest import mock  # noqa: E402
+
+
+def sigv4_sign(
+    method: str,
+    url: str,
+    access_key: str,
+    secret_key: str,
+    body: bytes = b"",
+    headers: dict | None = None,
+    region: str = REGION,
+    service: str = "lambda",
+    when: _datetime.datetime | None = None,
+) -> dict:
+    """The headers botocore's SigV4Auth adds to a request (X-Amz-Date and
+    Authorization, plus the `headers` given), signing with `region` and
+    `service` as the credential scope and, if given, `when` (UTC) as the clock."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    signer = SigV4Auth(Credentials(access_key, secret_key), service, region)
+    if when is None:
+        signer.add_auth(req)
+    else:
+        if when.tzinfo is not None:
+            when = when.astimezone(_datetime.timezone.utc).replace(tzinfo=None)
+        with mock.patch("botocore.auth.get_current_datetime", lambda *a, **k: when):
+            signer.add_auth(req)
+    return dict(req.headers.items())
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict  # lower-case names (a repeated header keeps its last value)
+    body: bytes
+
+    @property
+    def error_type(self) -> str:
+        """x-amzn-ErrorType (without any `:…` suffix), else the body's __type/code."""
+        raw = self.headers.get("x-amzn-errortype", "")
+        if not raw:
+            try:
+                doc = json.loads(self.body)
+                raw = doc.get("__type") or doc.get("code") or doc.get("Code") or ""
+            except (ValueError, AttributeError):
+                raw = ""
+        return raw.split(":")[0].rsplit("#", 1)[-1]
+
+
+def raw_request(
+    port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"", timeout: float = 30.0
+) -> RawResponse:
+    """Send one HTTP/1.1 request to 127.0.0.1:`port` with exactly `headers`
+    (a list, so a header may be repeated), a Host header of 127.0.0.1:`port`
+    unless `headers` has one, and a Content-Length for a body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        has_host = any(k.lower() == "host" for k, _ in headers)
+        conn.putrequest(method, path, skip_host=has_host, skip_accept_encoding=True)
+        for k, v in headers:
+            conn.putheader(k, v)
+        if body or method in ("POST", "PUT", "PATCH"):
+            if not any(k.lower() == "content-length" for k, _ in headers):
+                conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body if body else None)
+        resp = conn.getresponse()
+        data = resp.read()
+        return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+@dataclass
+class Exchange:
+    """One request that went through a RecordingProxy, and its answer."""
+
+    method: str
+    path: str
+    headers: list  # (name, value) as received, in order
+    body: bytes
+    status: int
+    response_headers: dict  # lower-case names
+    response_body: bytes
+    at: float
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    @property
+    def error_type(self) -> str:
+        return RawResponse(self.status, self.response_headers, self.response_body).error_type
+
+
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade", "te", "expect"
+}
+
+
+class _ProxyHandler(_HookHandler):
+    def _forward(self):
+        body = self._body()
+        proxy: RecordingProxy = self.server.proxy
+        headers = [(k, v) for k, v in self.headers.items()]
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=120)
+        try:
+            # the request goes on unchanged (Host included: the client signed it)
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for k, v in headers:
+                if k.lower() not in _HOP_BY_HOP:
+                    conn.putheader(k, v)
+            if body or self.command in ("POST", "PUT", "PATCH"):
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body if body else None)
+            resp = conn.getresponse()
+            data = resp.read()
+            resp_headers = resp.getheaders()
+            status = resp.status
+        finally:
+            conn.close()
+        proxy._record(
+            Exchange(
+                method=self.command,
+                path=self.path,
+                headers=headers,
+                body=body,
+                status=status,
+                response_headers={k.lower(): v for k, v in resp_headers},
+                response_body=data,
+                at=time.time(),
+            )
+        )
+        self.send_response(status)
+        for k, v in resp_headers:
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in ("date", "server"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
+
+
+class RecordingProxy:
+    """A plain HTTP proxy in the test process (point a client's endpoint at
+    `url`) that forwards every request unchanged to 127.0.0.1:`target_port`
+    and records it with its answer, so a test can see what a client (e.g. the
+    `lambent` CLI) really sent and what the server really answered."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._exchanges: list[Exchange] = []
+        self._server = _HookServer(("127.0.0.1", self.port), _ProxyHandler)
+        self._server.proxy = self
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"proxy-{self.port}", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _record(self, ex: Exchange):
+        with self._lock:
+            self._exchanges.append(ex)
+
+    def exchanges(self) -> list[Exchange]:
+        with self._lock:
+            return list(self._exchanges)
+
+    def mark(self) -> int:
+        """A position to pass to `since`."""
+        with self._lock:
+            return len(self._exchanges)
+
+    def since(self, mark: int) -> list[Exchange]:
+        with self._lock:
+            return list(self._exchanges[mark:])
 
     def stop(self):
         self._server.shutdown()

@@ -231,8 +231,9 @@ fn key_owner(state: &ApiState, id: &str) -> Result<String, ApiError> {
 
 fn rotate_key(state: &ApiState, id: &str) -> Result<ApiReply, ApiError> {
     let user = key_owner(state, id)?;
-    let key = state.store.create_access_key(&user)?;
+    // The old key goes first, so a user at the two-key limit can rotate too.
     state.store.delete_access_key(id)?;
+    let key = state.store.create_access_key(&user)?;
     tracing::info!(%user, old = %id, new = %key.access_key_id, "access key rotated");
     Ok(ApiReply::json(StatusCode::CREATED, &key_json(&key)))
 }

@@ -167,6 +167,17 @@ fn resolve_layers(
     crate::layers::resolve_layers(state, arns)
 }
 
+/// Refuses an execution role that does not exist, as AWS does.
+fn check_role(state: &ApiState, role: &str) -> Result<(), ApiError> {
+    match state.store.get_role_by_arn(role)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::invalid(format!(
+            "The role defined for the function cannot be assumed by Lambda. ({role} does not exist; \
+             create it with `lambent admin role create`)"
+        ))),
+    }
+}
+
 /// The dead-letter target a request sets: `None` when it says nothing, `Some(None)` to
 /// remove it; a target that does not exist is refused.
 fn dead_letter_target(
@@ -243,6 +254,7 @@ pub(crate) async fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiRepl
         ..base.clone()
     };
     config.validate()?;
+    check_role(state, &config.role)?;
     crate::settings::tags::check_network_tag(state, &config.tags)?;
     if state.store.get_function(&config.name, LATEST).is_ok() {
         return Err(ApiError::conflict(format!(
@@ -425,6 +437,9 @@ pub(crate) fn update_configuration(
         .transpose()?;
     let tracing = tracing_mode(input.tracing_config.as_ref())?;
     let dead_letter = dead_letter_target(state, input.dead_letter_config.as_ref())?;
+    if let Some(role) = &input.role {
+        check_role(state, role)?;
+    }
     let current = resolve(state, &function)?;
     if let Some(layers) = &layers {
         crate::layers::check_unzipped_size(state, &current.code_sha256_hex, layers)?;

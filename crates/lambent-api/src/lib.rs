@@ -357,6 +357,17 @@ async fn dispatch(
                 e.to_string(),
             ))
         })?;
+        if verified.region != state.arns.region {
+            return Err(refuse(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to a valid region, not '{}'. This server's region is \
+                     {}: set AWS_REGION (or the client's region) to it.",
+                    verified.region, state.arns.region
+                ),
+            )));
+        }
         caller = Some(match &session {
             Some(session) => {
                 access::session_caller(state, &verified.access_key_id, session).map_err(refuse)?

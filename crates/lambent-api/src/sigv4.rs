@@ -92,7 +92,7 @@ pub struct SignableRequest<'a> {
 pub struct VerifiedCaller {
     /// The access key id from the credential scope.
     pub access_key_id: String,
-    /// The region from the credential scope (any region is accepted).
+    /// The region from the credential scope (the API refuses regions other than its own).
     pub region: String,
     /// The service from the credential scope (always the expected service).
     pub service: String,
@@ -196,7 +196,7 @@ impl AuthError {
 
 /// Verifies a SigV4-signed request (`Authorization` header or presigned query form).
 ///
-/// `expected_service` must equal the credential scope's service; any region is accepted.
+/// `expected_service` must equal the credential scope's service; the caller checks the region.
 /// `secret_for` maps an access key id to its secret access key (`None` = unknown key).
 pub fn verify(
     req: &SignableRequest<'_>,

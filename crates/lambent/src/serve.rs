@@ -149,7 +149,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let sessions = Sessions::new(
         sqlite.secrets().clone(),
-        Duration::from_secs(args.session_duration.max(60)),
+        Duration::from_secs(args.session_duration.max(1)),
     );
     let store: Arc<dyn Store> = Arc::new(sqlite);
     let endpoint = format!("http://{}", args.listen);
@@ -159,6 +159,14 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         lambent_store::iam::ROOT_USER,
         &format!("arn:aws:iam::{}:root", args.account_id),
     )?;
+    // A built-in execution role without rights, the CLI's default for new functions.
+    if store.get_role(DEFAULT_ROLE)?.is_none() {
+        store.create_role(
+            DEFAULT_ROLE,
+            &format!("arn:aws:iam::{}:role/{DEFAULT_ROLE}", args.account_id),
+            "Lambent's default execution role: no rights until a policy is attached",
+        )?;
+    }
     let contents = CredentialsFile {
         access_key_id: key.access_key_id.clone(),
         secret_access_key: key.secret_access_key.clone(),
@@ -368,6 +376,9 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// The execution role every server has from its first start.
+const DEFAULT_ROLE: &str = "lambent-default";
 
 /// Gives environments temporary credentials for their function's execution role.
 struct ExecutionRoles {

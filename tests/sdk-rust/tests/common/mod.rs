@@ -202,6 +202,19 @@ impl Server {
             format!("http://{addr}"),
             "endpoint in credentials.json"
         );
+        // Functions need an execution role that exists; the CLI creates it as the root.
+        let role = ROLE.rsplit('/').next().unwrap_or(ROLE);
+        let created = Command::new(&bin)
+            .arg("--data-dir")
+            .arg(server.data_dir.path().join("data"))
+            .args(["admin", "role", "create", role])
+            .output()
+            .unwrap_or_else(|e| panic!("run {} admin role create: {e}", bin.display()));
+        assert!(
+            created.status.success(),
+            "lambent admin role create {role}: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
         server
     }
 
