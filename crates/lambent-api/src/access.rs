@@ -41,13 +41,13 @@ impl Caller {
     }
 }
 
-/// The ARN of a user of this account.
-pub(crate) fn user_arn(state: &ApiState, name: &str) -> String {
-    if name == ROOT_USER {
-        format!("arn:aws:iam::{}:root", state.arns.account_id)
-    } else {
-        format!("arn:aws:iam::{}:user/{name}", state.arns.account_id)
-    }
+/// AWS's answer to credentials it does not know.
+fn invalid_token() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    )
 }
 
 /// The caller owning a verified access key.
@@ -55,14 +55,8 @@ pub(crate) fn caller(state: &ApiState, access_key_id: &str) -> Result<Caller, Ap
     let lookup = state
         .store
         .lookup_access_key(access_key_id)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            )
-        })?;
-    let arn = user_arn(state, &lookup.user);
+        .ok_or_else(invalid_token)?;
+    let arn = crate::admin::principal_arn(&state.arns, PrincipalKind::User, &lookup.user);
     Ok(Caller {
         access_key_id: access_key_id.to_string(),
         kind: PrincipalKind::User,
@@ -81,13 +75,7 @@ pub(crate) fn session_caller(
     let role = state
         .store
         .get_role_by_arn(&session.role_arn)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            )
-        })?;
+        .ok_or_else(invalid_token)?;
     Ok(Caller {
         access_key_id: access_key_id.to_string(),
         kind: PrincipalKind::Role,

@@ -34,7 +34,8 @@ fn iso(ms: i64) -> String {
     lambent_types::time::iso8601_millis(at)
 }
 
-fn principal_arn(arns: &ArnContext, kind: PrincipalKind, name: &str) -> String {
+/// The ARN of a user (the account root's for `root`) or role of this account.
+pub(crate) fn principal_arn(arns: &ArnContext, kind: PrincipalKind, name: &str) -> String {
     match kind {
         PrincipalKind::User if name == ROOT_USER => {
             format!("arn:aws:iam::{}:root", arns.account_id)
