@@ -35,6 +35,7 @@ import base64
 import datetime
 import json
 import re
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -1360,3 +1361,106 @@ def test_session_tokens_expire_and_cannot_be_forged(tmp_path):
         h.expect_error(as_session(out["token"]).list_functions, status=403, codes="ExpiredTokenException")
     finally:
         srv.terminate()
+
+
+# --------------------------------------------------------------------------
+# transport: HTTPS, and the warning for plain HTTP off loopback
+
+
+def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str, dict]:
+    """A server with its own data dir; returns the process, its first stdout lines and credentials."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [str(h.lambent_bin()), "serve", "--data-dir", str(data), "--sandbox", "none", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "try: aws lambda" in line:
+            break
+    creds = json.loads((data / "credentials.json").read_text())
+    return proc, "".join(lines), creds
+
+
+def _stop(proc: subprocess.Popen):
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_https_with_secure_transport_condition(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    port = h.free_port()
+    proc, out, creds = _serve(tmp_path, "--listen", f"127.0.0.1:{port}", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert f"listening on https://127.0.0.1:{port}" in out, out
+        assert "WARNING: plain HTTP" not in out, out
+        endpoint = f"https://127.0.0.1:{port}"
+
+        def client(key_id, secret, **kw):
+            return boto3.client(
+                "lambda", endpoint_url=endpoint, region_name=h.REGION, verify=str(cert),
+                aws_access_key_id=key_id, aws_secret_access_key=secret,
+                config=Config(retries={"total_max_attempts": 1}), **kw,
+            )
+
+        root = client(creds["access_key_id"], creds["secret_access_key"])
+        assert isinstance(root.list_functions()["Functions"], list)
+        # A plain-HTTP client cannot talk to it.
+        plain = boto3.client(
+            "lambda", endpoint_url=f"http://127.0.0.1:{port}", region_name=h.REGION,
+            aws_access_key_id=creds["access_key_id"], aws_secret_access_key=creds["secret_access_key"],
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=3),
+        )
+        with pytest.raises(Exception):
+            plain.list_functions()
+        # aws:SecureTransport is true over HTTPS: a policy that needs it allows.
+        import ssl
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=str(cert))
+
+        def admin_call(method: str, path: str, body: bytes = b"") -> dict:
+            url = endpoint + path
+            headers = h.sigv4_sign(method, url, creds["access_key_id"], creds["secret_access_key"], body=body)
+            req = urllib.request.Request(url, data=body or None, method=method, headers=headers)
+            with urllib.request.urlopen(req, context=context, timeout=10) as reply:
+                text = reply.read()
+            return json.loads(text) if text else {}
+
+        user = h.uniq("tls-user")
+        admin_call("POST", "/lambent/admin/users", json.dumps({"UserName": user}).encode())
+        key = admin_call("POST", f"/lambent/admin/users/{user}/keys")["AccessKey"]
+        only_tls = policy(allow("lambda:ListFunctions", Condition={"Bool": {"aws:SecureTransport": "true"}}))
+        admin_call("PUT", f"/lambent/admin/users/{user}/policies/tls-only", json.dumps(only_tls).encode())
+        assert isinstance(client(key["AccessKeyId"], key["SecretAccessKey"]).list_functions()["Functions"], list)
+        plain_only = policy(allow("lambda:ListFunctions", Condition={"Bool": {"aws:SecureTransport": "false"}}))
+        admin_call("PUT", f"/lambent/admin/users/{user}/policies/tls-only", json.dumps(plain_only).encode())
+        h.expect_error(
+            client(key["AccessKeyId"], key["SecretAccessKey"]).list_functions,
+            status=403, codes="AccessDeniedException",
+        )
+    finally:
+        _stop(proc)
+
+
+def test_plain_http_off_loopback_warns(tmp_path):
+    port = h.free_port()
+    proc, out, _ = _serve(tmp_path, "--listen", f"0.0.0.0:{port}")
+    try:
+        assert "WARNING: plain HTTP on 0.0.0.0" in out, out
+    finally:
+        _stop(proc)

@@ -89,10 +89,10 @@ pub(crate) fn session_caller(
 }
 
 /// The condition keys of a request.
-fn context(caller: &Caller, peer: SocketAddr, state: &ApiState) -> Context {
+fn context(caller: &Caller, peer: SocketAddr, secure: bool, state: &ApiState) -> Context {
     let mut context = Context::new();
     context.set("aws:SourceIp", peer.ip().to_string());
-    context.set_bool("aws:SecureTransport", false);
+    context.set_bool("aws:SecureTransport", secure);
     context.set("aws:PrincipalArn", caller.principal_arn.clone());
     context.set("aws:PrincipalAccount", state.arns.account_id.clone());
     let kind = match caller.kind {
@@ -160,6 +160,7 @@ pub(crate) fn authorize(
     caller: &Caller,
     target: &Target,
     peer: SocketAddr,
+    secure: bool,
 ) -> Result<(), ApiError> {
     if caller.is_root() {
         return Ok(());
@@ -167,7 +168,7 @@ pub(crate) fn authorize(
     let identity = identity_policies(state, caller.kind, &caller.name);
     let resource = resource_policy(state, target);
     let principal = Principal::new(caller.arn.clone(), state.arns.account_id.clone());
-    let context = context(caller, peer, state);
+    let context = context(caller, peer, secure, state);
     let request = policy::Request {
         principal: &principal,
         action: &target.action,

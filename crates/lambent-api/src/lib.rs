@@ -18,6 +18,7 @@ pub mod sessions;
 mod settings;
 mod shapes;
 pub mod sigv4;
+pub mod tls;
 mod usage;
 mod versions;
 
@@ -138,11 +139,12 @@ impl ApiReply {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then waits up to `drain` for open
-/// requests to finish.
+/// Serves the API on `listener` (over TLS when `tls` is given) until `shutdown` resolves,
+/// then waits up to `drain` for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) {
@@ -161,12 +163,36 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let service = hyper::service::service_fn(move |req| handle(req, state.clone(), peer));
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = connection.await;
+                    let secure = tls.is_some();
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, state.clone(), peer, secure)
+                    });
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let connection = builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                            let _ = watcher.watch(connection).await;
+                        }
+                        Some(acceptor) => {
+                            let handshake =
+                                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                            let stream = match handshake.await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                    return;
+                                }
+                                Err(_) => return,
+                            };
+                            let connection = builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                            let _ = watcher.watch(connection).await;
+                        }
+                    }
                 });
             }
             () = &mut shutdown => break,
@@ -185,11 +211,12 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<ApiState>,
     peer: SocketAddr,
+    secure: bool,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let result = dispatch(req, &state, &request_id, peer).await;
+    let result = dispatch(req, &state, &request_id, peer, secure).await;
     let response = match result {
         Ok(reply) => {
             let mut response = Response::new(Full::new(reply.body));
@@ -242,6 +269,7 @@ async fn dispatch(
     state: &ApiState,
     request_id: &str,
     peer: SocketAddr,
+    secure: bool,
 ) -> Result<ApiReply, ApiError> {
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
@@ -431,7 +459,7 @@ async fn dispatch(
         );
     };
     if let Some(target) = &target
-        && let Err(denied) = access::authorize(state, &caller, target, peer)
+        && let Err(denied) = access::authorize(state, &caller, target, peer, secure)
     {
         record(Some(target), "Deny", denied.status, denied.code);
         return Err(denied);

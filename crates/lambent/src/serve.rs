@@ -2,7 +2,7 @@
 //! API, and shuts down cleanly on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,22 @@ pub struct ServeArgs {
     /// Development only: accept unsigned requests and any credentials.
     #[arg(long)]
     no_auth: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(
+        long,
+        env = "LAMBENT_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PEM"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "LAMBENT_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PEM"
+    )]
+    tls_key: Option<PathBuf>,
     /// Print `export` lines for the AWS CLI/SDKs and exit.
     #[arg(long)]
     print_credentials: bool,
@@ -152,7 +168,16 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         Duration::from_secs(args.session_duration.max(1)),
     );
     let store: Arc<dyn Store> = Arc::new(sqlite);
-    let endpoint = format!("http://{}", args.listen);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(lambent_api::tls::acceptor(cert, key).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; --tls-cert and --tls-key take PEM files (e.g. from openssl req -x509)"
+            )
+        })?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{}", args.listen);
     let (key, created) = credentials::bootstrap_key(store.as_ref())?;
     // The bootstrap key belongs to the account root, the administrator.
     store.ensure_user(
@@ -270,7 +295,8 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             credentials: Some(Arc::new(ExecutionRoles {
                 store: store.clone(),
                 sessions: sessions.clone(),
-                endpoint: function_endpoint(&args.listen),
+                endpoint: function_endpoint(scheme, &args.listen),
+                ca_bundle: args.tls_cert.clone(),
             })),
             // Retired with a margin before their credentials expire.
             max_environment_age: Some(sessions.duration().mul_f64(0.9)),
@@ -315,6 +341,14 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     });
 
     println!("Lambent listening on {endpoint}");
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "serving plain HTTP on a non-loopback address");
+        println!(
+            "  WARNING: plain HTTP on {} — keys and payloads cross the network unencrypted. \
+             Use --tls-cert/--tls-key, or listen on 127.0.0.1.",
+            args.listen
+        );
+    }
     println!("  data directory: {}", data_dir.display());
     for note in &sandbox_notes {
         println!("  {note}");
@@ -341,6 +375,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     lambent_api::serve(
         listener,
         state,
+        tls,
         async move {
             shutdown_signal().await;
             followed_logs.close_followers();
@@ -385,6 +420,8 @@ struct ExecutionRoles {
     store: Arc<dyn Store>,
     sessions: Sessions,
     endpoint: String,
+    /// The server's certificate, for SDKs inside functions to trust (`AWS_CA_BUNDLE`).
+    ca_bundle: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ExecutionRoles {
@@ -398,6 +435,9 @@ impl std::fmt::Debug for ExecutionRoles {
 impl RoleCredentials for ExecutionRoles {
     fn variables(&self, config: &lambent_types::FunctionConfig) -> Vec<(String, String)> {
         let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), self.endpoint.clone())];
+        if let Some(ca) = &self.ca_bundle {
+            vars.push(("AWS_CA_BUNDLE".to_string(), ca.display().to_string()));
+        }
         match self.store.get_role_by_arn(&config.role) {
             Ok(Some(role)) => {
                 let creds = self.sessions.issue(&role.arn, &config.name);
@@ -420,13 +460,13 @@ impl RoleCredentials for ExecutionRoles {
 }
 
 /// The API address as a function reaches it (a wildcard listen address means loopback).
-fn function_endpoint(listen: &std::net::SocketAddr) -> String {
+fn function_endpoint(scheme: &str, listen: &std::net::SocketAddr) -> String {
     let host = match listen.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    format!("http://{host}:{}", listen.port())
+    format!("{scheme}://{host}:{}", listen.port())
 }
 
 /// A non-negative number of seconds, at most a day.
