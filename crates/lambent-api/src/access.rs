@@ -50,20 +50,16 @@ fn invalid_token() -> ApiError {
     )
 }
 
-/// The caller owning a verified access key.
-pub(crate) fn caller(state: &ApiState, access_key_id: &str) -> Result<Caller, ApiError> {
-    let lookup = state
-        .store
-        .lookup_access_key(access_key_id)?
-        .ok_or_else(invalid_token)?;
-    let arn = crate::admin::principal_arn(&state.arns, PrincipalKind::User, &lookup.user);
-    Ok(Caller {
+/// The caller owning a verified access key of `user`.
+pub(crate) fn user_caller(state: &ApiState, access_key_id: &str, user: String) -> Caller {
+    let arn = crate::admin::principal_arn(&state.arns, PrincipalKind::User, &user);
+    Caller {
         access_key_id: access_key_id.to_string(),
         kind: PrincipalKind::User,
-        name: lookup.user,
+        name: user,
         principal_arn: arn.clone(),
         arn,
-    })
+    }
 }
 
 /// The caller behind an execution role's temporary credentials; the role must still exist.

@@ -369,13 +369,25 @@ async fn dispatch(
                 Some(session)
             }
         };
+        let user_of_key = std::cell::RefCell::new(None);
         let verified = sigv4::verify(
             &signable,
             SystemTime::now(),
             service,
             |key| match &session {
                 Some(session) => (key == claimed).then(|| session.secret_access_key.clone()),
-                None => state.store.access_key_secret(key).ok().flatten(),
+                None => {
+                    // One read (and one decryption) serves the signature and the caller.
+                    let key = state
+                        .store
+                        .lookup_access_key(key)
+                        .ok()
+                        .flatten()
+                        .filter(|k| k.status == lambent_store::iam::KEY_ACTIVE)?;
+                    let secret = key.secret_access_key.clone();
+                    *user_of_key.borrow_mut() = Some(key.user);
+                    Some(secret)
+                }
             },
         )
         .map_err(|e| {
@@ -400,7 +412,10 @@ async fn dispatch(
             Some(session) => {
                 access::session_caller(state, &verified.access_key_id, session).map_err(refuse)?
             }
-            None => access::caller(state, &verified.access_key_id)?,
+            None => {
+                let user = user_of_key.borrow_mut().take().unwrap_or_default();
+                access::user_caller(state, &verified.access_key_id, user)
+            }
         });
     }
 
