@@ -25,14 +25,10 @@ use serde_json::{Value, json};
 use lambent_store::iam::{AuditFilter, PrincipalKind, ROOT_USER};
 use lambent_types::names::ArnContext;
 use lambent_types::policy::{Policy, PolicyKind};
+use lambent_types::time::iso8601_epoch_millis;
 
 use crate::authz::Target;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState, Routed};
-
-fn iso(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    lambent_types::time::iso8601_millis(at)
-}
 
 /// The ARN of a user (the account root's for `root`) or role of this account.
 pub(crate) fn principal_arn(arns: &ArnContext, kind: PrincipalKind, name: &str) -> String {
@@ -152,12 +148,12 @@ fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
 }
 
 fn user_json(user: &lambent_store::iam::User) -> Value {
-    json!({"UserName": user.name, "Arn": user.arn, "CreateDate": iso(user.created_ms)})
+    json!({"UserName": user.name, "Arn": user.arn, "CreateDate": iso8601_epoch_millis(user.created_ms)})
 }
 
 fn role_json(role: &lambent_store::iam::Role) -> Value {
     json!({"RoleName": role.name, "Arn": role.arn, "Description": role.description,
-           "CreateDate": iso(role.created_ms)})
+           "CreateDate": iso8601_epoch_millis(role.created_ms)})
 }
 
 fn key_json(key: &lambent_store::iam::NewAccessKey) -> Value {
@@ -216,7 +212,7 @@ fn list_keys(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError> {
         .iter()
         .map(|k| {
             json!({"UserName": k.user, "AccessKeyId": k.access_key_id, "Status": k.status,
-                   "CreateDate": iso(k.created_ms)})
+                   "CreateDate": iso8601_epoch_millis(k.created_ms)})
         })
         .collect();
     Ok(ApiReply::json(StatusCode::OK, &json!({"AccessKeys": keys})))
@@ -378,7 +374,7 @@ fn audit(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError> {
         .list_audit(&filter)?
         .iter()
         .map(|r| {
-            json!({"Time": iso(r.at_ms), "Principal": r.principal, "AccessKeyId": r.access_key_id,
+            json!({"Time": iso8601_epoch_millis(r.at_ms), "Principal": r.principal, "AccessKeyId": r.access_key_id,
                    "Action": r.action, "Resource": r.resource, "Decision": r.decision,
                    "SourceIp": r.source_ip, "Status": r.status, "ErrorCode": r.error_code,
                    "RequestId": r.request_id})

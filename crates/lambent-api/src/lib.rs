@@ -435,11 +435,14 @@ async fn dispatch(
         host,
         arns: state.arns.clone(),
     };
-    let Some(caller) = caller else {
-        return match logs_target {
-            Some(target) => Ok(logs::handle(&request, state, &target)),
+    let run = async {
+        match &logs_target {
+            Some(target) => Ok(logs::handle(&request, state, target)),
             None => route(&request, state).await,
-        };
+        }
+    };
+    let Some(caller) = caller else {
+        return run.await;
     };
     let segments: Vec<&str> = request.segments.iter().map(String::as_str).collect();
     let target = match &logs_target {
@@ -479,10 +482,7 @@ async fn dispatch(
         record(Some(target), "Deny", denied.status, denied.code);
         return Err(denied);
     }
-    let result = match logs_target {
-        Some(target) => Ok(logs::handle(&request, state, &target)),
-        None => route(&request, state).await,
-    };
+    let result = run.await;
     // Invocations are data-plane calls: the audit log keeps control-plane calls and refusals.
     let invoke = target
         .as_ref()

@@ -15,6 +15,7 @@ use lambent_invoke::targets::{ConnectionKind, check_connection_name, mask_passwo
 use lambent_store::kinds;
 use lambent_store::queue::{ItemKind, ItemSummary};
 use lambent_types::FunctionRef;
+use lambent_types::time::iso8601_epoch_millis;
 
 use crate::{ApiError, ApiReply, ApiRequest, ApiState, Routed};
 
@@ -33,11 +34,6 @@ pub(crate) fn route(req: &ApiRequest, state: &ApiState, segments: &[&str]) -> Ro
     }
 }
 
-fn iso(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    lambent_types::time::iso8601_millis(at)
-}
-
 fn event_json(item: &ItemSummary) -> Value {
     let mut out = json!({
         "RequestId": item.request_id,
@@ -49,13 +45,13 @@ fn event_json(item: &ItemSummary) -> Value {
         "Qualifier": item.qualifier.as_deref().unwrap_or("$LATEST"),
         "State": item.state,
         "Attempts": item.attempts,
-        "AcceptedAt": iso(item.accepted_ms),
+        "AcceptedAt": iso8601_epoch_millis(item.accepted_ms),
     });
     if item.kind == ItemKind::Deliver {
         out["Destination"] = json!(mask_passwords(&item.lane));
     }
     if item.state == "pending" {
-        out["NextAttemptAt"] = json!(iso(item.not_before_ms));
+        out["NextAttemptAt"] = json!(iso8601_epoch_millis(item.not_before_ms));
     }
     if let Some(error) = &item.last_error {
         out["LastError"] = json!(mask_passwords(error));
@@ -64,7 +60,7 @@ fn event_json(item: &ItemSummary) -> Value {
         out["Condition"] = json!(condition);
     }
     if let Some(at) = item.finished_ms {
-        out["FailedAt"] = json!(iso(at));
+        out["FailedAt"] = json!(iso8601_epoch_millis(at));
     }
     out
 }

@@ -490,12 +490,14 @@ async fn run_event(invoker: &Invoker, item: &QueueItem) -> (Outcome, LaneSignal)
     let settings = event_settings(invoker, &function);
     let now = now_ms();
     let expires_ms = event.accepted_ms.saturating_add(millis(settings.max_age));
+    // Resolved once: the version that runs is also the one whose dead-letter target applies.
+    let resolved = invoker.resolve(&function);
+    let dead_letter = resolved
+        .as_ref()
+        .ok()
+        .and_then(|config| config.dead_letter_target.clone());
     let failed = |condition: &str, error: String, attempts: u32, response: Option<&Response>| {
         tracing::warn!(request_id = %event.request_id, function = %event.function, attempts, condition, "async event failed: {error}");
-        let dead_letter = invoker
-            .resolve(&function)
-            .ok()
-            .and_then(|config| config.dead_letter_target.clone());
         let follow_ups = failure_follow_ups(
             invoker,
             item,
@@ -529,7 +531,7 @@ async fn run_event(invoker: &Invoker, item: &QueueItem) -> (Outcome, LaneSignal)
             LaneSignal::Ok,
         );
     }
-    let config = match invoker.resolve(&function) {
+    let config = match resolved {
         Ok(config) => config,
         Err(InvokeError::NotFound(message)) => {
             invoker

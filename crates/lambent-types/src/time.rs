@@ -18,6 +18,11 @@ pub fn iso8601_millis(at: SystemTime) -> String {
     format_utc(at, format, "1970-01-01T00:00:00.000Z")
 }
 
+/// [`iso8601_millis`] of a time given as milliseconds since the epoch (negative: the epoch).
+pub fn iso8601_epoch_millis(ms: i64) -> String {
+    iso8601_millis(UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
 fn format_utc(
     at: SystemTime,
     format: &[::time::format_description::BorrowedFormatItem<'_>],
@@ -52,5 +57,9 @@ mod tests {
         assert_eq!(aws_timestamp(at), "2020-04-10T19:06:32.563+0000");
         assert_eq!(aws_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000+0000");
         assert_eq!(iso8601_millis(at), "2020-04-10T19:06:32.563Z");
+        assert_eq!(
+            iso8601_epoch_millis(1_586_545_592_563),
+            "2020-04-10T19:06:32.563Z"
+        );
     }
 }
