@@ -541,7 +541,7 @@ def _build_steps(sbx: Sandbox, fns: Fns, listener: HostListener) -> tuple[list, 
         atk("bridge: steal from server port on lo", fns.bridge, "steal_invocation", host="127.0.0.1", port=srv.port)
         atk("bridge: host listener on lo", fns.bridge, "connect", host="127.0.0.1", port=listener.port)
         if gw:
-            atk("bridge: server port on gateway", fns.bridge, "connect", host=gw, port=srv.port)
+            atk("bridge: api metrics on gateway", fns.bridge, "connect", host=gw, port=srv.port, http_path="/metrics")
             atk("bridge: steal from server port on gateway", fns.bridge, "steal_invocation", host=gw, port=srv.port)
             atk("bridge: host listener on gateway", fns.bridge, "connect", host=gw, port=listener.port)
         for ip in ctx["host_ips"]:
@@ -954,9 +954,12 @@ def test_bridge_network_reaches_no_host_port_or_environment(suite, fns):
     assert steal["detail"]["connected"] is False, steal
     assert_refused(suite, "bridge: host listener on lo", {"ECONNREFUSED"})
     assert suite.ctx["gateway"], "a bridge environment has no default gateway"
-    assert_refused(suite, "bridge: server port on gateway", UNREACHABLE)
-    steal = assert_refused(suite, "bridge: steal from server port on gateway", UNREACHABLE)
-    assert steal["detail"]["connected"] is False, steal
+    # The API listens on the gateway for bridge functions (their AWS_ENDPOINT_URL), but
+    # hands out no invocations and keeps the unauthenticated metrics to the host.
+    metrics = outcome(suite, "bridge: api metrics on gateway")
+    assert metrics["ok"] and metrics["detail"]["status_line"].split()[1] == "403", metrics
+    steal = assert_refused(suite, "bridge: steal from server port on gateway", {"REFUSED"})
+    assert steal["detail"]["connected"] is True and not steal["detail"]["request_id"], steal
     assert_refused(suite, "bridge: host listener on gateway", UNREACHABLE)
     for ip in suite.ctx["host_ips"]:
         assert_refused(suite, f"bridge: host listener on {ip}", UNREACHABLE)
@@ -1168,6 +1171,70 @@ def test_awslambdaric_from_a_layer(sbx):
     assert body["uid"] == SANDBOX_UID and body["cwd"] == "/var/task", body
     assert body["ric_file"].startswith("/opt/python/awslambdaric/"), body
     assert body["event"] == {"ric": True} and body["request_id"] == h.request_id(resp), body
+
+
+# --------------------------------------------------------------------------
+# execution roles under the sandbox: a bridge function calls the API with boto3
+
+BOTO3_APP = """
+import json, os
+import boto3
+
+
+def handler(event, context):
+    out = {"endpoint": os.environ.get("AWS_ENDPOINT_URL"), "key": os.environ.get("AWS_ACCESS_KEY_ID", "")}
+    client = boto3.client("lambda")
+    for name in event["call"]:
+        try:
+            reply = client.invoke(FunctionName=name, Payload=b"{}")
+            out[name] = json.loads(reply["Payload"].read())
+        except Exception as exc:
+            out[name] = "error: " + str(exc)
+    return out
+"""
+
+
+def _boto3_layer(sbx) -> str:
+    """boto3 and its dependencies from the test venv as a layer, as users ship it, with
+    botocore's service models cut down to Lambda's to keep the zip small."""
+    files = {
+        rel: path
+        for rel, path in _distribution_files("boto3", set()).items()
+        if not re.match(r"botocore/data/(?!lambda/)[^/]+/", rel)
+    }
+    layer = h.make_zip({f"python/{rel}": path.read_bytes() for rel, path in files.items()})
+    return sbx.lam.publish_layer_version(LayerName=h.uniq("sbx-boto3"), Content={"ZipFile": layer})["LayerVersionArn"]
+
+
+def _admin(sbx, *args):
+    proc = subprocess.run(
+        [str(h.lambent_bin()), "--data-dir", str(sbx.srv.data_dir), "admin", *args],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, f"lambent admin {args}: {proc.stderr}"
+
+
+def test_bridge_function_calls_the_api_with_its_roles_rights(sbx, fns):
+    _need_bridge(fns)
+    gateway = (fns.reports["bridge"].get("route") or {}).get("gateway")
+    role = h.uniq("sbx-role")
+    _admin(sbx, "role", "create", role)
+    allowed, refused = h.uniq("sbx-callee-ok"), h.uniq("sbx-callee-no")
+    for name in (allowed, refused):
+        _create(sbx, name, h.make_zip({"app.py": "def handler(e, c):\n    return {'ok': True}\n"}), "python3.12", "app.handler")
+    statement = {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": h.function_arn(allowed)}
+    _admin(sbx, "policy", "attach", "--role", role, "invoke-one", json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+    caller = h.uniq("sbx-caller")
+    sbx.lam.create_function(
+        FunctionName=caller, Runtime="python3.12", Handler="app.handler", Timeout=30, MemorySize=256,
+        Role=f"arn:aws:iam::{h.ACCOUNT}:role/{role}", Code={"ZipFile": h.make_zip({"app.py": BOTO3_APP})},
+        Layers=[_boto3_layer(sbx)], Tags={NETWORK_TAG: "bridge"},
+    )
+    body = invoke_body(sbx, caller, {"call": [allowed, refused]})
+    assert body["endpoint"] == f"http://{gateway}:{sbx.srv.port}", body
+    assert body["key"].startswith("ASIA"), body
+    assert body[allowed] == {"ok": True}, body
+    assert "AccessDeniedException" in body[refused] and f"assumed-role/{role}/{caller}" in body[refused], body
 
 
 # --------------------------------------------------------------------------

@@ -190,14 +190,10 @@ pub(crate) fn authorize(
                     target.action
                 )
             };
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "AccessDeniedException",
-                format!(
-                    "User: {} is not authorized to perform: {} on resource: {} {why}",
-                    caller.arn, target.action, target.resource
-                ),
-            ))
+            Err(ApiError::access_denied(format!(
+                "User: {} is not authorized to perform: {} on resource: {} {why}",
+                caller.arn, target.action, target.resource
+            )))
         }
     }
 }

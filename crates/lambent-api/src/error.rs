@@ -53,6 +53,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
     }
 
+    /// 403 AccessDeniedException.
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AccessDeniedException", message)
+    }
+
     /// 409 ResourceConflictException.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "ResourceConflictException", message)

@@ -68,14 +68,10 @@ pub(crate) fn check_home(
         )));
     }
     if account != arns.account_id {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "AccessDeniedException",
-            format!(
-                "Cross-account access is not allowed: the function belongs to account {account}, this server is account {}",
-                arns.account_id
-            ),
-        ));
+        return Err(ApiError::access_denied(format!(
+            "Cross-account access is not allowed: the function belongs to account {account}, this server is account {}",
+            arns.account_id
+        )));
     }
     Ok(())
 }

@@ -139,36 +139,53 @@ impl ApiReply {
     }
 }
 
-/// Serves the API on `listener` (over TLS when `tls` is given) until `shutdown` resolves,
-/// then waits up to `drain` for open requests to finish.
+/// What the API knows of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+struct Connection {
+    peer: SocketAddr,
+    /// Over TLS (`aws:SecureTransport`).
+    secure: bool,
+    /// To the address execution environments reach the API at: the sandbox bridge's gateway.
+    from_environments: bool,
+}
+
+/// Serves the API on `listeners` (over TLS when `tls` is given) until `shutdown` resolves,
+/// then waits up to `drain` for open requests to finish. Connections to
+/// `environments_address` (the sandbox bridge's gateway, which only execution environments
+/// reach) get the signed API and code downloads but not the unauthenticated `/metrics`.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
+    environments_address: Option<std::net::IpAddr>,
     state: Arc<ApiState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(accept_loop(
+                listener,
+                environments_address,
+                accepted_tx.clone(),
+            ))
+        })
+        .collect();
+    drop(accepted_tx);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            next = accepted.recv() => {
+                let Some((stream, connection)) = next else { break };
                 let state = state.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let secure = tls.is_some();
+                    let connection = Connection { secure: tls.is_some(), ..connection };
                     let service = hyper::service::service_fn(move |req| {
-                        handle(req, state.clone(), peer, secure)
+                        handle(req, state.clone(), connection)
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
@@ -183,7 +200,7 @@ pub async fn serve(
                             let stream = match handshake.await {
                                 Ok(Ok(stream)) => stream,
                                 Ok(Err(e)) => {
-                                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                    tracing::debug!(peer = %connection.peer, "TLS handshake failed: {e}");
                                     return;
                                 }
                                 Err(_) => return,
@@ -198,7 +215,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    drop(listener);
+    for acceptor in acceptors {
+        acceptor.abort();
+    }
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -207,16 +226,44 @@ pub async fn serve(
     }
 }
 
+/// Accepts connections on one listener and hands them to [`serve`] until it stops listening.
+async fn accept_loop(
+    listener: TcpListener,
+    environments_address: Option<std::net::IpAddr>,
+    accepted: tokio::sync::mpsc::Sender<(tokio::net::TcpStream, Connection)>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            peer,
+            secure: false,
+            from_environments: environments_address.is_some()
+                && stream.local_addr().ok().map(|local| local.ip()) == environments_address,
+        };
+        if accepted.send((stream, connection)).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: Arc<ApiState>,
-    peer: SocketAddr,
-    secure: bool,
+    connection: Connection,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let result = dispatch(req, &state, &request_id, peer, secure).await;
+    let peer = connection.peer;
+    let result = dispatch(req, &state, &request_id, connection).await;
     let response = match result {
         Ok(reply) => {
             let mut response = Response::new(Full::new(reply.body));
@@ -268,9 +315,9 @@ async fn dispatch(
     req: Request<Incoming>,
     state: &ApiState,
     request_id: &str,
-    peer: SocketAddr,
-    secure: bool,
+    connection: Connection,
 ) -> Result<ApiReply, ApiError> {
+    let Connection { peer, secure, .. } = connection;
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().unwrap_or("").to_string();
@@ -284,8 +331,14 @@ async fn dispatch(
         return functions::download_code(state, file).await;
     }
 
-    // Prometheus scrapes are unauthenticated, as exporters usually are.
+    // Prometheus scrapes are unauthenticated, as exporters usually are; but not for
+    // functions, to whom the metrics would show every other function's name and traffic.
     if parts.method == Method::GET && segments.len() == 1 && segments[0] == "metrics" {
+        if connection.from_environments {
+            return Err(ApiError::access_denied(
+                "/metrics is not served to execution environments".to_string(),
+            ));
+        }
         return Ok(metrics_reply(state));
     }
 

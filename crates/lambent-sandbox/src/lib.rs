@@ -201,6 +201,23 @@ impl Sandbox {
         self.shared.network_mode(setting)
     }
 
+    /// The host's address on the bridge, which `bridge` environments reach it by; `None`
+    /// without bridge networking.
+    pub fn bridge_gateway(&self) -> Option<std::net::Ipv4Addr> {
+        self.shared.bridge.as_ref().map(|bridge| bridge.gateway())
+    }
+
+    /// Lets `bridge` environments reach TCP `port` on the bridge gateway (the platform's API
+    /// listener for them); every other host port stays closed to them.
+    pub fn allow_api_port(&self, port: u16) -> Result<(), SandboxError> {
+        match &self.shared.bridge {
+            Some(bridge) => bridge
+                .allow_api_port(port)
+                .map_err(|e| SandboxError::Config(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
     /// One environment's sandbox with its memory limit set: a prepared one when one of
     /// `network` is waiting, else made now.
     pub async fn cell(&self, memory_mb: u32, network: NetworkMode) -> Result<Cell, SandboxError> {

@@ -255,10 +255,22 @@ pub fn nat_table_name(bridge: &str) -> String {
 /// masquerading of the subnet towards every other interface, an input hook that drops
 /// everything from the bridge to the host except established/related traffic, and a forward
 /// hook that drops bridge-to-bridge traffic and new connections into the bridge.
-pub fn nft_ruleset(bridge: &str, subnet: Ipv4Addr, prefix_len: u8) -> String {
+pub fn nft_ruleset(
+    bridge: &str,
+    subnet: Ipv4Addr,
+    prefix_len: u8,
+    api_port: Option<u16>,
+) -> String {
     let network = network_address(subnet, prefix_len);
     let filter = filter_table_name(bridge);
     let nat = nat_table_name(bridge);
+    let api = match api_port {
+        Some(port) => format!(
+            "iifname \"{bridge}\" ip daddr {} tcp dport {port} accept\n\t\t",
+            gateway_address(network, prefix_len)
+        ),
+        None => String::new(),
+    };
     // `table X` + `delete table X` first: creates the table if missing so the delete always
     // succeeds; the whole file is one transaction, so there is no window without rules.
     format!(
@@ -268,7 +280,7 @@ table inet {filter} {{
 	chain input {{
 		type filter hook input priority filter; policy accept;
 		iifname "{bridge}" ct state established,related accept
-		iifname "{bridge}" drop
+		{api}iifname "{bridge}" drop
 	}}
 	chain forward {{
 		type filter hook forward priority filter; policy accept;
@@ -435,7 +447,7 @@ impl Bridge {
         run(
             &tools.nft,
             &["-f", "-"],
-            Some(&nft_ruleset(name, network, prefix_len)),
+            Some(&nft_ruleset(name, network, prefix_len, None)),
         )?;
 
         tracing::info!(bridge = name, %gateway, prefix_len, "net: bridge ready");
@@ -446,6 +458,24 @@ impl Bridge {
             gateway,
             tools,
         })
+    }
+
+    /// Lets environments reach TCP `port` on the gateway address (the platform's API listener
+    /// for them) and nothing else of the host: re-installs the filter with that one exception,
+    /// in one nftables transaction.
+    pub fn allow_api_port(&self, port: u16) -> Result<(), NetError> {
+        run(
+            &self.tools.nft,
+            &["-f", "-"],
+            Some(&nft_ruleset(
+                &self.name,
+                self.network,
+                self.prefix_len,
+                Some(port),
+            )),
+        )?;
+        tracing::info!(bridge = %self.name, gateway = %self.gateway, port, "net: API port open to environments");
+        Ok(())
     }
 
     /// Checks that this host can do bridge networking: `ip`, `nft` and `nsenter` exist, and a
@@ -479,7 +509,12 @@ impl Bridge {
         let tables = run(
             &tools.nft,
             &["-f", "-"],
-            Some(&nft_ruleset(&bridge, Ipv4Addr::new(10, 255, 0, 0), 24)),
+            Some(&nft_ruleset(
+                &bridge,
+                Ipv4Addr::new(10, 255, 0, 0),
+                24,
+                None,
+            )),
         );
         let _ = run(
             &tools.nft,
@@ -693,7 +728,7 @@ mod tests {
 
     #[test]
     fn ruleset_text() {
-        let script = nft_ruleset("lambent0", Ipv4Addr::new(10, 213, 0, 1), 16);
+        let script = nft_ruleset("lambent0", Ipv4Addr::new(10, 213, 0, 1), 16, None);
         assert!(
             script.starts_with("table inet lambent0_filter\ndelete table inet lambent0_filter\n")
         );
@@ -706,6 +741,11 @@ mod tests {
         assert!(script.contains("oifname \"lambent0\" ct state established,related accept"));
         assert!(script.contains("type nat hook postrouting priority srcnat;"));
         assert!(script.contains("ip saddr 10.213.0.0/16 oifname != \"lambent0\" masquerade"));
+        assert!(!script.contains("dport"));
+        let open = nft_ruleset("lambent0", Ipv4Addr::new(10, 213, 0, 1), 16, Some(9000));
+        assert!(open.contains(
+            "iifname \"lambent0\" ct state established,related accept\n\t\tiifname \"lambent0\" ip daddr 10.213.0.1 tcp dport 9000 accept\n\t\tiifname \"lambent0\" drop\n"
+        ));
         let down = nft_teardown_script("lambent0");
         assert_eq!(
             down,

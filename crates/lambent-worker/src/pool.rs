@@ -56,9 +56,10 @@ pub struct WorkerConfig {
 /// Source of the execution-role variables an environment starts with
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL`, …).
 pub trait RoleCredentials: Send + Sync + std::fmt::Debug {
-    /// The variables for a new environment of this function version; empty when its role
-    /// gives none.
-    fn variables(&self, config: &FunctionConfig) -> Vec<(String, String)>;
+    /// The variables for a new environment of this function version whose network is
+    /// `network` (`Host` for unisolated environments, which run on the host); empty when its
+    /// role gives none.
+    fn variables(&self, config: &FunctionConfig, network: NetworkMode) -> Vec<(String, String)>;
 }
 
 /// Environments of one function version at one revision of its code and configuration.
@@ -556,7 +557,8 @@ impl Worker {
                         }
                     }
                     if let Some(credentials) = &self.config.credentials {
-                        plan.env.extend(credentials.variables(config));
+                        let reach = if isolated { network } else { NetworkMode::Host };
+                        plan.env.extend(credentials.variables(config, reach));
                     }
                     plan
                 })

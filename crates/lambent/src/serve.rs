@@ -280,10 +280,42 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         bridge_subnet: parse_subnet(&args.bridge_subnet)?,
         extra_read_only: hosts.interpreter_roots.clone(),
     })?;
-    let sandbox_notes = sandbox.notes().to_vec();
+    let mut sandbox_notes = sandbox.notes().to_vec();
+    let port = listener
+        .local_addr()
+        .context("cannot read the API listener's address")?
+        .port();
+    let mut listeners = vec![listener];
+    let bridge_endpoint = match sandbox.bridge_gateway() {
+        Some(gateway) => {
+            // Environments on the bridge reach the API at the gateway, and nothing else of
+            // the host: a second listener there unless the first already covers it.
+            if !args.listen.ip().is_unspecified() {
+                let address = std::net::SocketAddr::from((gateway, port));
+                listeners.push(tokio::net::TcpListener::bind(address).await.with_context(
+                    || format!("cannot listen on the bridge gateway {address} for functions"),
+                )?);
+            }
+            sandbox
+                .allow_api_port(port)
+                .context("cannot open the API port to environments")?;
+            let endpoint = format!("{scheme}://{gateway}:{port}");
+            sandbox_notes.push(format!(
+                "functions on the bridge reach the API at {endpoint}{}",
+                if tls.is_some() {
+                    format!(" (the certificate must name {gateway})")
+                } else {
+                    String::new()
+                }
+            ));
+            Some(endpoint)
+        }
+        None => None,
+    };
     for note in &sandbox_notes {
         tracing::info!("{note}");
     }
+    let environments_address = sandbox.bridge_gateway().map(std::net::IpAddr::V4);
     let worker = Worker::new(
         WorkerConfig {
             region: args.region.clone(),
@@ -295,7 +327,8 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             credentials: Some(Arc::new(ExecutionRoles {
                 store: store.clone(),
                 sessions: sessions.clone(),
-                endpoint: function_endpoint(scheme, &args.listen),
+                endpoint: function_endpoint(scheme, &args.listen, port),
+                bridge_endpoint,
                 ca_bundle: args.tls_cert.clone(),
             })),
             // Retired with a margin before their credentials expire.
@@ -373,7 +406,8 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     println!("  try: aws lambda list-functions --endpoint-url {endpoint}");
 
     lambent_api::serve(
-        listener,
+        listeners,
+        environments_address,
         state,
         tls,
         async move {
@@ -419,7 +453,10 @@ const DEFAULT_ROLE: &str = "lambent-default";
 struct ExecutionRoles {
     store: Arc<dyn Store>,
     sessions: Sessions,
+    /// The API as unisolated (`--sandbox none`) and `host`-network functions reach it.
     endpoint: String,
+    /// The API as `bridge` functions reach it: the bridge gateway.
+    bridge_endpoint: Option<String>,
     /// The server's certificate, for SDKs inside functions to trust (`AWS_CA_BUNDLE`).
     ca_bundle: Option<PathBuf>,
 }
@@ -433,8 +470,17 @@ impl std::fmt::Debug for ExecutionRoles {
 }
 
 impl RoleCredentials for ExecutionRoles {
-    fn variables(&self, config: &lambent_types::FunctionConfig) -> Vec<(String, String)> {
-        let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), self.endpoint.clone())];
+    fn variables(
+        &self,
+        config: &lambent_types::FunctionConfig,
+        network: NetworkMode,
+    ) -> Vec<(String, String)> {
+        // `none` functions cannot reach the API at all; they get the host address anyway.
+        let endpoint = match (network, &self.bridge_endpoint) {
+            (NetworkMode::Bridge, Some(bridge)) => bridge,
+            _ => &self.endpoint,
+        };
+        let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), endpoint.clone())];
         if let Some(ca) = &self.ca_bundle {
             vars.push(("AWS_CA_BUNDLE".to_string(), ca.display().to_string()));
         }
@@ -459,14 +505,15 @@ impl RoleCredentials for ExecutionRoles {
     }
 }
 
-/// The API address as a function reaches it (a wildcard listen address means loopback).
-fn function_endpoint(scheme: &str, listen: &std::net::SocketAddr) -> String {
+/// The API address as a host process reaches it (a wildcard listen address means loopback;
+/// `port` is the bound one, for `--listen …:0`).
+fn function_endpoint(scheme: &str, listen: &std::net::SocketAddr, port: u16) -> String {
     let host = match listen.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    format!("{scheme}://{host}:{}", listen.port())
+    format!("{scheme}://{host}:{port}")
 }
 
 /// A non-negative number of seconds, at most a day.
