@@ -20,8 +20,8 @@ cd "$repo"
 step() { printf '\n==> %s\n' "$*"; }
 
 # What the tests need from the host, set up when missing (root): the sandbox's bridge
-# networking uses iproute2 and nftables; the async-destination tests publish to the
-# machine's RabbitMQ and NATS with JetStream.
+# networking uses iproute2 and nftables; the async-destination and event-source tests use
+# the machine's RabbitMQ, NATS with JetStream, Mosquitto and Redis.
 if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
     step "installing iproute2 and nftables"
     apt-get update -qq && apt-get install -y -qq iproute2 nftables >/dev/null
@@ -42,6 +42,18 @@ if ! port_open 4222; then
     start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
         -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
     wait_port 4222 NATS
+fi
+if ! port_open 1883; then
+    step "starting Mosquitto"
+    mosquitto -d -c /etc/mosquitto/mosquitto.conf
+    wait_port 1883 Mosquitto
+fi
+if ! port_open 6379; then
+    step "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    wait_port 6379 Redis
 fi
 
 step "cargo fmt --all --check"

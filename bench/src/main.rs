@@ -27,7 +27,7 @@ use clap::Parser;
 #[command(name = "lambent-bench")]
 pub struct Cli {
     /// Scenarios to run: warm, warm-python, warm-node, cold, burst, density, async, payload,
-    /// all; or `report` to rebuild bench/README.md's table from bench/results.
+    /// esm-rabbitmq, all; or `report` to rebuild bench/README.md's table from bench/results.
     #[arg(required = true)]
     pub scenarios: Vec<String>,
     /// A few hundred invokes per scenario, results to a temporary directory (CI).
@@ -74,7 +74,7 @@ impl Cli {
     }
 }
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "warm",
     "warm-python",
     "warm-node",
@@ -83,6 +83,7 @@ const ALL: [&str; 8] = [
     "async",
     "burst",
     "density",
+    "esm-rabbitmq",
 ];
 
 fn main() -> ExitCode {

@@ -1,4 +1,5 @@
-//! The scenarios: warm (three runtimes), cold, payload, async, burst and density.
+//! The scenarios: warm (three runtimes), cold, payload, async, burst, density, and
+//! esm-rabbitmq (an event-source mapping draining a RabbitMQ queue).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,7 @@ pub async fn run(name: &str, cli: &Cli) -> anyhow::Result<ScenarioResult> {
         "async" => asynchronous(cli).await,
         "burst" => burst(cli).await,
         "density" => density(cli).await,
+        "esm-rabbitmq" => esm_rabbitmq(cli).await,
         other => bail!("unknown scenario {other:?} (see --help)"),
     }
 }
@@ -636,5 +638,133 @@ async fn density(cli: &Cli) -> anyhow::Result<ScenarioResult> {
         }),
         rows,
         parameters: json!({"environments": n, "memory_mb": 128, "network": cli.network}),
+    })
+}
+
+/// The broker the esm-rabbitmq scenario uses.
+fn amqp_url() -> String {
+    std::env::var("LAMBENT_BENCH_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// An event-source mapping (BatchSize 100) draining a RabbitMQ queue that holds a backlog:
+/// messages processed per second, from the mapping's creation until the queue is empty.
+async fn esm_rabbitmq(cli: &Cli) -> anyhow::Result<ScenarioResult> {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let messages: usize = if cli.smoke { 2_000 } else { 200_000 };
+    let batch_size = 100;
+    let server = Server::start(&options(cli))?;
+    create(&server, cli, Kind::Provided, "bench-esm", 256).await?;
+    let url = amqp_url();
+    server
+        .call(
+            "PUT",
+            "/lambent/connections/bench-rabbitmq",
+            Some(json!({ "Url": url })),
+        )
+        .await?;
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .with_context(|| {
+            format!("RabbitMQ is not reachable at {url} (set LAMBENT_BENCH_AMQP_URL)")
+        })?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let queue = format!("lambent-bench-esm-{}", std::process::id());
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-expires".into(), AMQPValue::LongInt(600_000));
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments.clone(),
+        )
+        .await?;
+    let body = br#"{"order":"A-1001","amount":42.5,"currency":"EUR","note":"benchmark message"}"#;
+    eprintln!("    publishing {messages} messages to {queue}");
+    for chunk in 0..messages.div_ceil(1000) {
+        let mut confirms = Vec::new();
+        for _ in 0..1000.min(messages - chunk * 1000) {
+            confirms.push(
+                channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        lapin::BasicProperties::default(),
+                    )
+                    .await?,
+            );
+        }
+        for confirm in confirms {
+            confirm.await?;
+        }
+    }
+    let ready = |channel: lapin::Channel, queue: String, arguments: FieldTable| async move {
+        let declared = channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        anyhow::Ok(declared.message_count() as usize)
+    };
+    let begun = Instant::now();
+    server
+        .call(
+            "POST",
+            "/2015-03-31/event-source-mappings",
+            Some(json!({
+                "FunctionName": "bench-esm",
+                "EventSourceArn": "arn:lambent:rabbitmq:::bench-rabbitmq",
+                "Queues": [queue],
+                "BatchSize": batch_size,
+            })),
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut samples = Vec::new();
+    loop {
+        let left = ready(channel.clone(), queue.clone(), arguments.clone()).await?;
+        samples.push((begun.elapsed().as_secs_f64(), left));
+        if left == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seconds = begun.elapsed().as_secs_f64();
+    // The last batches (at most the prefetch) finish after the queue reads empty.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let invocations = invocations_total(&server, "bench-esm").await?;
+    let left = ready(channel.clone(), queue.clone(), arguments.clone()).await?;
+    let _ = channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+    if left > 0 {
+        bail!("{left} of {messages} messages were still on the queue after 600 s");
+    }
+    let rate = messages as f64 / seconds;
+    let rows = vec![Row {
+        case: format!("RabbitMQ backlog of {messages}, BatchSize {batch_size}, Rust echo function"),
+        lambent: format!(
+            "{rate:.0} messages/s ({messages} in {seconds:.1} s, {invocations} invocations, {:.0} messages each)",
+            messages as f64 / invocations.max(1) as f64
+        ),
+        peers: "cargo-lambda, serverless-offline: no RabbitMQ event sources".into(),
+    }];
+    Ok(ScenarioResult {
+        figures: json!({"messages": messages, "seconds": seconds, "messages_per_second": rate,
+            "invocations": invocations, "queue_depth_samples": samples}),
+        rows,
+        parameters: json!({"batch_size": batch_size, "messages": messages, "message_bytes": body.len()}),
     })
 }

@@ -1187,3 +1187,72 @@ class RecordingProxy:
     def stop(self):
         self._server.shutdown()
         self._server.server_close()
+
+
+class TcpProxy:
+    """A TCP forwarder to a broker that can be cut (every connection closed, new ones closed
+    at once) and restored (`start`). Its port stays bound throughout, so no other socket can
+    take it while the broker is "away"."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.up = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def start(self):
+        """Restores forwarding after `cut`."""
+        self.up = True
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        """Closes every forwarded connection; new ones are closed at once until `start`."""
+        self.up = False
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.sockets.clear()
+
+    def close(self):
+        self.cut()
+        self.listener.close()
+

@@ -16,6 +16,14 @@ pub(crate) struct Target {
     pub resource: String,
 }
 
+/// The ARN of one of Lambent's own resources: `arn:lambent:<kind>:<region>:<account>:<name>`.
+fn lambent_arn(arns: &ArnContext, kind: &str, name: &str) -> String {
+    format!(
+        "arn:lambent:{kind}:{}:{}:{name}",
+        arns.region, arns.account_id
+    )
+}
+
 fn target(action: &str, resource: String) -> Option<Target> {
     Some(Target {
         action: action.to_string(),
@@ -293,6 +301,36 @@ pub(crate) fn lambda_target(
             target("lambent:ListEvents", unqualified(&function))
         }
         (Method::GET, ["lambent", "connections"]) => target("lambent:ListConnections", star()),
+        (Method::POST, ["lambent", "schedules"]) => {
+            let name = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|doc| doc["Name"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            target(
+                "lambent:CreateSchedule",
+                lambent_arn(arns, "schedule", &name),
+            )
+        }
+        (Method::GET, ["lambent", "schedules"]) => target("lambent:ListSchedules", star()),
+        (m, ["lambent", "schedules", name]) => {
+            let action = match m {
+                Method::PUT => "lambent:UpdateSchedule",
+                Method::GET => "lambent:GetSchedule",
+                Method::DELETE => "lambent:DeleteSchedule",
+                _ => return None,
+            };
+            target(action, lambent_arn(arns, "schedule", name))
+        }
+        (Method::GET, ["lambent", "s3-sources"]) => target("lambent:ListS3Sources", star()),
+        (m, ["lambent", "s3-sources", name]) => {
+            let action = match m {
+                Method::PUT => "lambent:PutS3Source",
+                Method::GET => "lambent:GetS3Source",
+                Method::DELETE => "lambent:DeleteS3Source",
+                _ => return None,
+            };
+            target(action, lambent_arn(arns, "s3-source", name))
+        }
         (m, ["lambent", "connections", name]) => {
             let action = match m {
                 Method::PUT => "lambent:PutConnection",
@@ -300,13 +338,7 @@ pub(crate) fn lambda_target(
                 Method::DELETE => "lambent:DeleteConnection",
                 _ => return None,
             };
-            target(
-                action,
-                format!(
-                    "arn:lambent:connection:{}:{}:{name}",
-                    arns.region, arns.account_id
-                ),
-            )
+            target(action, lambent_arn(arns, "connection", name))
         }
         _ => None,
     }

@@ -14,6 +14,8 @@ mod invoke;
 mod layers;
 mod logs;
 mod queue;
+mod s3_sources;
+mod schedules;
 pub mod sessions;
 mod settings;
 mod shapes;
@@ -365,6 +367,23 @@ async fn dispatch(
         Err(_) => return Err(ApiError::bad_content("The request body could not be read")),
     };
 
+    // Bucket notifications carry their source's secret instead of a signature.
+    if parts.method == Method::POST
+        && let [prefix, notify, name] = segments.as_slice()
+        && prefix == "lambent"
+        && notify == "s3-notify"
+    {
+        return s3_sources::notify(state, name, &parts.headers, &raw_query, &body, request_id)
+            .await
+            .map_err(|error| {
+                if error.status == StatusCode::FORBIDDEN {
+                    access::failed_auth(peer, error)
+                } else {
+                    error
+                }
+            });
+    }
+
     // CloudWatch Logs operations (JSON protocol) are signed for service `logs`.
     let logs_target = parts
         .headers
@@ -604,6 +623,12 @@ async fn route(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError>
         return answer;
     }
     if let Some(answer) = queue::route(req, state, &segments) {
+        return answer;
+    }
+    if let Some(answer) = schedules::route(req, state, &segments) {
+        return answer;
+    }
+    if let Some(answer) = s3_sources::route(req, state, &segments) {
         return answer;
     }
     if let Some(answer) = admin::route(req, state, &segments) {

@@ -128,8 +128,8 @@ fn put_connection(req: &ApiRequest, state: &ApiState, name: &str) -> Result<ApiR
     let input: ConnectionInput = req.json()?;
     if ConnectionKind::of_url(&input.url).is_none() {
         return Err(ApiError::invalid(format!(
-            "Url must be a RabbitMQ (amqp://user:password@host:5672/vhost) or NATS (nats://host:4222) \
-             address, got {}",
+            "Url must be a RabbitMQ (amqp://user:password@host:5672/vhost), NATS (nats://host:4222), \
+             MQTT (mqtt://user:password@host:1883) or Redis (redis://:password@host:6379/0) address, got {}",
             mask_passwords(&input.url)
         )));
     }

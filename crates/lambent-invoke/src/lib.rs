@@ -128,6 +128,11 @@ impl Invoker {
         invoker
     }
 
+    /// The server's region and account, as ARNs and events carry them.
+    pub fn arns(&self) -> &ArnContext {
+        &self.arns
+    }
+
     /// Whether a function's `lambent:network` tag value is allowed on this server.
     pub fn check_network_setting(&self, setting: Option<&str>) -> Result<(), String> {
         self.worker.network_mode(setting).map(|_| ())
@@ -184,30 +189,86 @@ impl Invoker {
                     .map(|_| ())
                     .map_err(|_| format!("The destination function {target} does not exist"))
             }
-            other => {
-                let (Some(name), Some(kind)) = (other.connection(), other.connection_kind()) else {
-                    return Ok(());
-                };
-                let doc = self
-                    .store
-                    .get_document(kinds::CONNECTION, "", name)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!(
-                            "The connection {name:?} named by {target} does not exist; create it with \
-                             `lambent connection put {name} <url>`"
-                        )
-                    })?;
-                let url = doc["Url"].as_str().unwrap_or_default();
-                if targets::ConnectionKind::of_url(url) != Some(kind) {
-                    return Err(format!(
-                        "The connection {name:?} is not a {} connection",
-                        kind.as_str()
-                    ));
-                }
-                Ok(())
-            }
+            other => match (other.connection(), other.connection_kind()) {
+                (Some(name), Some(kind)) => self.connection_url(name, kind, target).map(|_| ()),
+                _ => Ok(()),
+            },
         }
+    }
+
+    /// The URL of named connection `name`, which must exist and be of `kind`; `user` (the
+    /// ARN that names it) goes into the error message.
+    pub fn connection_url(
+        &self,
+        name: &str,
+        kind: targets::ConnectionKind,
+        user: &str,
+    ) -> Result<String, String> {
+        let doc = self
+            .store
+            .get_document(kinds::CONNECTION, "", name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "The connection {name:?} named by {user} does not exist; create it with \
+                     `lambent connection put {name} <url>`"
+                )
+            })?;
+        let url = doc["Url"].as_str().unwrap_or_default();
+        if targets::ConnectionKind::of_url(url) != Some(kind) {
+            return Err(format!(
+                "The connection {name:?} is not a {} connection",
+                kind.as_str()
+            ));
+        }
+        Ok(url.to_string())
+    }
+
+    /// Queues `record` (a JSON document) for durable delivery to destination `target` (any
+    /// target [`Invoker::check_destination`] accepts) on behalf of `function`, as the async
+    /// queue delivers its own destination records: retried with backoff for up to six hours.
+    /// Event-source mappings send the records of discarded batches this way.
+    pub fn send_record(
+        &self,
+        function: &str,
+        target: &str,
+        record: Vec<u8>,
+        attributes: Vec<(String, String)>,
+    ) -> Result<(), InvokeError> {
+        let now = dispatch::now_ms();
+        let item = match targets::parse_target(target)
+            .map_err(|e| InvokeError::InvalidParameter(e.to_string()))?
+        {
+            targets::Target::Function { name, qualifier } => NewItem {
+                kind: ItemKind::Invoke,
+                lane: name.clone(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                function: name,
+                qualifier,
+                payload: record,
+                meta: serde_json::json!({"purpose": "OnFailure", "source_function": function}),
+                accepted_ms: now,
+                not_before_ms: now,
+            },
+            _ => NewItem {
+                kind: ItemKind::Deliver,
+                lane: target.to_string(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                function: function.to_string(),
+                qualifier: None,
+                payload: record,
+                meta: serde_json::json!({
+                    "attributes": attributes,
+                    "purpose": "OnFailure",
+                    "expires_ms": now.saturating_add(6 * 3600 * 1000),
+                }),
+                accepted_ms: now,
+                not_before_ms: now,
+            },
+        };
+        self.dispatcher
+            .enqueue(&item)
+            .map_err(|e| InvokeError::Internal(e.to_string()))
     }
 
     /// Validates and runs (or queues) an invocation.

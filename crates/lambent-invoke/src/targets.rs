@@ -161,25 +161,34 @@ pub enum ConnectionKind {
     RabbitMq,
     /// A NATS server: `nats://` or `tls://` URLs.
     Nats,
+    /// An MQTT broker (event sources only): `mqtt://` URLs.
+    Mqtt,
+    /// A Redis server (event sources only): `redis://` URLs.
+    Redis,
 }
 
 impl ConnectionKind {
     /// The kind a connection URL belongs to, from its scheme: `amqp://` or `amqps://` is
-    /// RabbitMQ, `nats://` or `tls://` is NATS; anything else is `None`.
+    /// RabbitMQ, `nats://` or `tls://` is NATS, `mqtt://` is MQTT, `redis://` is Redis;
+    /// anything else is `None`.
     pub fn of_url(url: &str) -> Option<Self> {
         let (scheme, _) = url.split_once("://")?;
         match scheme.to_ascii_lowercase().as_str() {
             "amqp" | "amqps" => Some(ConnectionKind::RabbitMq),
             "nats" | "tls" => Some(ConnectionKind::Nats),
+            "mqtt" => Some(ConnectionKind::Mqtt),
+            "redis" => Some(ConnectionKind::Redis),
             _ => None,
         }
     }
 
-    /// The kind's name: `"rabbitmq"` or `"nats"`.
+    /// The kind's name: `"rabbitmq"`, `"nats"`, `"mqtt"` or `"redis"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             ConnectionKind::RabbitMq => "rabbitmq",
             ConnectionKind::Nats => "nats",
+            ConnectionKind::Mqtt => "mqtt",
+            ConnectionKind::Redis => "redis",
         }
     }
 }
@@ -1065,12 +1074,32 @@ fn nats_headers(message: &Message) -> Result<async_nats::HeaderMap, DeliveryErro
     Ok(headers)
 }
 
+/// NATS client options carrying the credentials of `url` (`user:password@` or `token@`),
+/// which the client itself ignores in URLs; the error names the URL with its password masked.
+pub fn nats_connect_options(url: &str) -> Result<async_nats::ConnectOptions, String> {
+    let address: async_nats::ServerAddr = url
+        .parse()
+        .map_err(|e| format!("{} is not a NATS URL: {e}", mask_passwords(url)))?;
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let options = async_nats::ConnectOptions::new();
+    Ok(match (address.username(), address.password()) {
+        (Some(user), Some(password)) => options.user_and_password(decode(user), decode(password)),
+        (Some(token), None) => options.token(decode(token)),
+        _ => options,
+    })
+}
+
 async fn connect_nats(url: &str, id: u64) -> Result<NatsLink, DeliveryError> {
     let connect_error = |reason: String| DeliveryError::Connect {
         url: mask_passwords(url),
         reason: scrub(&reason, url),
     };
-    let connect = async_nats::ConnectOptions::new()
+    let connect = nats_connect_options(url)
+        .map_err(connect_error)?
         .name("lambent")
         .connection_timeout(TIMEOUT)
         .connect(url);
@@ -1419,6 +1448,14 @@ mod tests {
             ConnectionKind::of_url("tls://h:4222"),
             Some(ConnectionKind::Nats)
         );
+        assert_eq!(
+            ConnectionKind::of_url("mqtt://127.0.0.1:1883"),
+            Some(ConnectionKind::Mqtt)
+        );
+        assert_eq!(
+            ConnectionKind::of_url("redis://127.0.0.1:6379/0"),
+            Some(ConnectionKind::Redis)
+        );
         assert_eq!(ConnectionKind::of_url("http://h"), None);
         assert_eq!(ConnectionKind::of_url("127.0.0.1:4222"), None);
         assert_eq!(ConnectionKind::RabbitMq.as_str(), "rabbitmq");
@@ -1583,5 +1620,14 @@ mod tests {
         assert_send(&future);
         fn assert_sync<T: Send + Sync>() {}
         assert_sync::<Senders>();
+    }
+
+    #[test]
+    fn nats_url_credentials() {
+        assert!(nats_connect_options("nats://u:p%40ss@127.0.0.1:4222").is_ok());
+        assert!(nats_connect_options("nats://token@127.0.0.1:4222").is_ok());
+        assert!(nats_connect_options("nats://127.0.0.1").is_ok());
+        let err = nats_connect_options("http://u:secret@h").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

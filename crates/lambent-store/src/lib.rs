@@ -79,6 +79,10 @@ pub mod kinds {
     pub const LAYER: &str = "layer";
     /// An event-source mapping (scope: `""`, key: UUID).
     pub const EVENT_SOURCE_MAPPING: &str = "event-source-mapping";
+    /// A schedule that fires a function (scope: `""`, key: schedule name).
+    pub const SCHEDULE: &str = "schedule";
+    /// A webhook source of S3-style bucket notifications (scope: `""`, key: source name).
+    pub const S3_SOURCE: &str = "s3-source";
     /// A named connection to a broker (scope: `""`, key: name; `{"Url": …}`).
     pub const CONNECTION: &str = "connection";
     /// Usage of a function in one minute (key: the minute's epoch seconds, zero-padded to 12

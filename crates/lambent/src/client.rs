@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 
 mod admin;
 mod queue;
+mod sources;
 
 /// Where the CLI looks for the server when nothing says otherwise.
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
@@ -86,9 +87,15 @@ pub enum ClientCommand {
     Logs(LogsArgs),
     /// List a function's queued and failed asynchronous events.
     Events(queue::EventsArgs),
-    /// Manage named broker connections used by RabbitMQ and NATS destinations.
+    /// Manage named broker connections (destinations and event sources use them).
     #[command(subcommand)]
     Connection(queue::ConnectionCommand),
+    /// Manage schedules that fire functions on rate, cron and at expressions.
+    #[command(subcommand)]
+    Schedule(sources::ScheduleCommand),
+    /// Manage webhook endpoints for S3-style bucket notifications.
+    #[command(subcommand, name = "s3-source")]
+    S3Source(sources::S3SourceCommand),
     /// Administer users, access keys, policies, roles; read the audit log.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -226,6 +233,8 @@ pub async fn run(
         }
         ClientCommand::Events(args) => queue::events(&client, &args, output).await,
         ClientCommand::Connection(command) => queue::connection(&client, &command, output).await,
+        ClientCommand::Schedule(command) => sources::schedule(&client, &command, output).await,
+        ClientCommand::S3Source(command) => sources::s3_source(&client, &command, output).await,
         ClientCommand::Admin(command) => admin::run(&client, &command, output).await,
     }
 }

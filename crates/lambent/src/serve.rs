@@ -356,6 +356,8 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         .metering()
         .spawn_flusher(store.clone(), Duration::from_secs(args.usage_flush_secs));
     let metering = invoker.metering().clone();
+    let event_sources = lambent_events::EventSources::start(store.clone(), invoker.clone());
+    let scheduler = lambent_events::Scheduler::start(store.clone(), invoker.clone());
     let usage_store = store.clone();
     let followed_logs = logs.clone();
     let state = Arc::new(ApiState {
@@ -417,6 +419,11 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_grace),
     )
     .await;
+    tracing::info!("shutting down: stopping schedules and event-source pollers");
+    scheduler.shutdown().await;
+    event_sources
+        .shutdown(Duration::from_secs(args.shutdown_grace))
+        .await;
     tracing::info!("shutting down: stopping execution environments");
     worker
         .shutdown(Duration::from_secs(args.shutdown_grace))

@@ -4,7 +4,8 @@
 //! the settled `State` (`Enabled` or `Disabled`); the transitional states AWS reports
 //! (`Creating`, `Updating`, `Deleting`) are only in the answers to the changing calls. Internal
 //! members: `FunctionName` (bare), `Qualifier` (or null) and `Tags`, stripped from answers.
-//! Nothing polls the sources yet.
+//! Sources in Lambent's ARN syntax are polled by `lambent_events::EventSources`, which writes
+//! `StateTransitionReason` and `LastProcessingResult` into the documents.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -82,6 +83,9 @@ pub(crate) enum Source {
 }
 
 pub(crate) fn source_kind(arn: Option<&str>) -> Source {
+    if arn.is_some_and(lambent_events::source::is_stream_arn) {
+        return Source::Stream;
+    }
     let service = arn.and_then(|a| a.split(':').nth(2));
     match service {
         Some("sqs") => Source::Sqs,
@@ -307,7 +311,23 @@ pub(crate) fn validate(doc: &mut Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Resolves a mapping's FunctionName (name, `name:qualifier`, partial or full ARN).
+/// Checks a source in Lambent's ARN syntax (`arn:lambent:…`): well formed, with what its
+/// kind needs, and its named connection existing. Other ARNs are kept as given.
+fn check_source(state: &ApiState, doc: &Map<String, Value>) -> Result<(), ApiError> {
+    let spec = lambent_events::source::parse_source(doc).map_err(ApiError::invalid)?;
+    if let Some(spec) = spec {
+        let arn = doc
+            .get("EventSourceArn")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        state
+            .invoker
+            .connection_url(spec.connection(), spec.connection_kind(), arn)
+            .map_err(ApiError::invalid)?;
+    }
+    Ok(())
+}
+
 /// Checks the mapping's OnFailure destination exists.
 fn check_destination(state: &ApiState, doc: &Map<String, Value>) -> Result<(), ApiError> {
     match doc
@@ -321,6 +341,7 @@ fn check_destination(state: &ApiState, doc: &Map<String, Value>) -> Result<(), A
     }
 }
 
+/// Resolves a mapping's FunctionName (name, `name:qualifier`, partial or full ARN).
 fn resolve_function(state: &ApiState, raw: &str) -> Result<FunctionRef, ApiError> {
     check_owner(&state.arns, raw)?;
     let function = FunctionRef::parse(raw, None)?;
@@ -380,6 +401,7 @@ pub(crate) fn create(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, Api
         }
     }
     validate(&mut doc)?;
+    check_source(state, &doc)?;
     check_destination(state, &doc)?;
     let tags: BTreeMap<String, String> = match input.get("Tags").filter(|v| !v.is_null()) {
         Some(v) => serde_json::from_value(v.clone())
@@ -486,6 +508,8 @@ pub(crate) fn update(req: &ApiRequest, state: &ApiState, id: &str) -> Result<Api
             }
         }
         validate(&mut doc)?;
+        // The connection was checked at create time; a pure check only inside the transaction.
+        lambent_events::source::parse_source(&doc).map_err(ApiError::invalid)?;
         if let Some(function) = &function {
             doc.insert(
                 "FunctionArn".into(),

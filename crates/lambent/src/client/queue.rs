@@ -26,8 +26,8 @@ pub struct EventsArgs {
 /// `lambent connection` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ConnectionCommand {
-    /// Create or replace a named connection (amqp://user:password@host:5672/vhost or
-    /// nats://host:4222).
+    /// Create or replace a named connection (amqp://user:password@host:5672/vhost,
+    /// nats://host:4222, mqtt://host:1883 or redis://host:6379/0).
     Put {
         /// Connection name, used in destination ARNs.
         name: String,
