@@ -163,15 +163,27 @@ fn list_connections(state: &ApiState) -> Result<ApiReply, ApiError> {
 }
 
 fn delete_connection(state: &ApiState, name: &str) -> Result<ApiReply, ApiError> {
+    delete_named(state, kinds::CONNECTION, name, missing)
+}
+
+/// Deletes one of Lambent's named documents (scope `""`): 204, or `missing(name)` when there
+/// was none.
+pub(crate) fn delete_named(
+    state: &ApiState,
+    kind: &str,
+    name: &str,
+    missing: fn(&str) -> ApiError,
+) -> Result<ApiReply, ApiError> {
     let mut existed = false;
     state
         .store
-        .modify_document(kinds::CONNECTION, "", name, &mut |current| {
+        .modify_document(kind, "", name, &mut |current| {
             existed = current.is_some();
             Ok(None)
         })?;
     if !existed {
         return Err(missing(name));
     }
+    tracing::info!(kind, name, "deleted");
     Ok(ApiReply::empty(StatusCode::NO_CONTENT))
 }

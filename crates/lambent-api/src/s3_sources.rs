@@ -137,17 +137,7 @@ fn list(state: &ApiState) -> Result<ApiReply, ApiError> {
 }
 
 fn delete(state: &ApiState, name: &str) -> Result<ApiReply, ApiError> {
-    let mut existed = false;
-    state
-        .store
-        .modify_document(kinds::S3_SOURCE, "", name, &mut |current| {
-            existed = current.is_some();
-            Ok(None)
-        })?;
-    if !existed {
-        return Err(missing(name));
-    }
-    Ok(ApiReply::empty(StatusCode::NO_CONTENT))
+    crate::queue::delete_named(state, kinds::S3_SOURCE, name, missing)
 }
 
 /// The secret a notification presents: `Authorization: Bearer <secret>`, `Authorization:

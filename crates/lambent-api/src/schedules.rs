@@ -291,16 +291,5 @@ fn update(req: &ApiRequest, state: &ApiState, name: &str) -> Result<ApiReply, Ap
 }
 
 fn delete(state: &ApiState, name: &str) -> Result<ApiReply, ApiError> {
-    let mut existed = false;
-    state
-        .store
-        .modify_document(kinds::SCHEDULE, "", name, &mut |current| {
-            existed = current.is_some();
-            Ok(None)
-        })?;
-    if !existed {
-        return Err(missing(name));
-    }
-    tracing::info!(schedule = %name, "schedule deleted");
-    Ok(ApiReply::empty(StatusCode::NO_CONTENT))
+    crate::queue::delete_named(state, kinds::SCHEDULE, name, missing)
 }

@@ -49,7 +49,7 @@ use lambent_invoke::targets::mask_passwords;
 use lambent_store::{Store, kinds};
 use lambent_types::{FunctionRef, Qualifier, limits};
 
-use crate::mappings::{Answer, Status, Target, invoke, wait_or_stop};
+use crate::mappings::{Answer, Ended, Session, Status, Target, invoke, keep_connected};
 
 /// The largest event a batch may make: the synchronous invoke payload limit.
 const MAX_EVENT_BYTES: usize = limits::SYNC_PAYLOAD_BYTES;
@@ -71,10 +71,6 @@ const RECOVERY_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a session waits for an earlier session's records before it processes what it
 /// has anyway (a record removed from the stream meanwhile never comes back).
 const RECOVERY_GIVE_UP: Duration = Duration::from_secs(60);
-/// Reconnection backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest pause between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The pause before the first retry of a failed batch (doubling up to [`RETRY_DELAY_MAX`]).
 const RETRY_DELAY_MIN: Duration = Duration::from_millis(200);
 /// The longest pause between retries of a failed batch.
@@ -255,19 +251,6 @@ impl Settings {
     }
 }
 
-/// How a consuming session ended.
-enum Ended {
-    /// The mapping was stopped (disabled, changed, deleted, or the server stops).
-    Stopped,
-    /// The connection, stream or consumer failed.
-    Lost {
-        /// What failed (without passwords).
-        error: String,
-        /// Whether it had got as far as consuming (the backoff then starts over).
-        connected: bool,
-    },
-}
-
 /// A lost session, after consuming started.
 fn lost(error: String) -> Ended {
     Ended::Lost {
@@ -299,36 +282,7 @@ pub(crate) async fn run(
         status: Arc::new(status),
         discarded: 0,
     };
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        match poller.session(&mut stop).await {
-            Ended::Stopped => break,
-            Ended::Lost { error, connected } => {
-                if connected {
-                    backoff = BACKOFF_MIN;
-                }
-                tracing::warn!(
-                    uuid = %poller.target.uuid, server = %poller.settings.shown_url,
-                    stream = %poller.settings.stream,
-                    "NATS JetStream source: {error}; reconnecting in {}s", backoff.as_secs()
-                );
-                poller.status.problem(
-                    &format!(
-                        "Connection error. {error}; reconnecting in {}s",
-                        backoff.as_secs()
-                    ),
-                    &format!("Connection error. {error}"),
-                );
-                if wait_or_stop(&mut stop, backoff).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
+    keep_connected(&mut poller, &mut stop).await;
     poller.forget_consumer_if_deleted().await;
 }
 
@@ -599,7 +553,7 @@ struct Link {
 impl Poller {
     /// One connection's life: connect, make sure of the consumer, consume until stopped or
     /// the link fails, then hand back what is not processed.
-    async fn session(&mut self, stop: &mut watch::Receiver<bool>) -> Ended {
+    async fn connect_and_consume(&mut self, stop: &mut watch::Receiver<bool>) -> Ended {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let opened = tokio::select! {
             opened = tokio::time::timeout(3 * CONNECT_TIMEOUT, self.open(events_tx)) => opened,
@@ -1538,6 +1492,30 @@ fn failure_record(ctx: &FailureContext<'_>) -> Value {
             "streamArn": ctx.stream_arn,
         },
     })
+}
+
+impl Session for Poller {
+    fn session(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Ended> + Send {
+        self.connect_and_consume(stop)
+    }
+
+    fn status(&self) -> &Status {
+        &self.status
+    }
+
+    fn uuid(&self) -> &str {
+        &self.target.uuid
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "NATS JetStream source (stream {:?} at {})",
+            self.settings.stream, self.settings.shown_url
+        )
+    }
 }
 
 #[cfg(test)]

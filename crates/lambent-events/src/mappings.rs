@@ -441,3 +441,72 @@ pub(crate) async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Durati
     };
     stopped || *stop.borrow()
 }
+
+/// How one connection to a source ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The mapping was stopped (disabled, changed, deleted, or the server stops).
+    Stopped,
+    /// The connection failed.
+    Lost {
+        /// What failed (without passwords).
+        error: String,
+        /// Whether it had got as far as consuming (the backoff then starts over).
+        connected: bool,
+    },
+}
+
+/// A source's poller as [`keep_connected`] drives it.
+pub(crate) trait Session {
+    /// One connection's life: connect, then consume until stopped or the link fails.
+    fn session(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Ended> + Send;
+    /// Where the mapping's health is written.
+    fn status(&self) -> &Status;
+    /// The mapping's UUID, for log lines.
+    fn uuid(&self) -> &str;
+    /// The source, for log lines: its kind and address (passwords masked).
+    fn describe(&self) -> String;
+}
+
+/// Reconnection backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Runs `source`'s sessions until `stop` is set, reconnecting after each loss with backoff
+/// (1 s doubling to 30 s, back to 1 s after a session that got going) and reporting every
+/// loss in the log and in the mapping's state.
+pub(crate) async fn keep_connected(source: &mut impl Session, stop: &mut watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let (error, connected) = match source.session(stop).await {
+            Ended::Stopped => return,
+            Ended::Lost { error, connected } => (error, connected),
+        };
+        if connected {
+            backoff = BACKOFF_MIN;
+        }
+        tracing::warn!(
+            uuid = %source.uuid(),
+            "{}: {error}; reconnecting in {}s",
+            source.describe(),
+            backoff.as_secs()
+        );
+        source.status().problem(
+            &format!(
+                "Connection error. {error}; reconnecting in {}s",
+                backoff.as_secs()
+            ),
+            &format!("Connection error. {error}"),
+        );
+        if wait_or_stop(stop, backoff).await {
+            return;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

@@ -29,7 +29,9 @@ use lambent_invoke::targets::mask_passwords;
 use lambent_store::{Store, kinds};
 use lambent_types::limits::SYNC_PAYLOAD_BYTES;
 
-use crate::mappings::{Answer, Status, Target, invoke, wait_or_stop};
+use crate::mappings::{
+    Answer, Ended, Session, Status, Target, invoke, keep_connected, wait_or_stop,
+};
 
 /// The function retries of a message when the mapping sets no `MaximumRetryAttempts`.
 pub(crate) const DEFAULT_RETRIES: u32 = 2;
@@ -44,10 +46,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const MAX_INCOMING_PACKET: usize = 268_435_455 + 5;
 /// The largest packet sent (subscriptions and acknowledgements only).
 const MAX_OUTGOING_PACKET: usize = 64 * 1024;
-/// The first pause before reconnecting.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// The longest pause before reconnecting (the pause doubles up to it).
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a graceful disconnect or the clean-up of a deleted mapping's session may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Failure records larger than this leave the message out (asynchronous payload limit).
@@ -179,20 +177,6 @@ fn parse_url(url: &str) -> Result<Broker, String> {
     })
 }
 
-/// How a session with the broker ended.
-enum Ended {
-    /// The mapping was stopped (disabled, changed, deleted, or the server stops).
-    Stopped,
-    /// The connection failed; `connected` tells whether it had got as far as subscribing (the
-    /// backoff then starts over).
-    Lost {
-        /// What failed.
-        error: String,
-        /// Whether the session had got going (the backoff then starts over).
-        connected: bool,
-    },
-}
-
 /// Reads the topic filter until `stop` is set, reconnecting with backoff; when the mapping
 /// was deleted, the broker's session for it is discarded on the way out.
 pub(crate) async fn run(
@@ -210,36 +194,7 @@ pub(crate) async fn run(
         status,
         resubscribe: false,
     };
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        match poller.session(&mut stop).await {
-            Ended::Stopped => break,
-            Ended::Lost { error, connected } => {
-                if connected {
-                    backoff = BACKOFF_MIN;
-                }
-                tracing::warn!(
-                    uuid = %poller.target.uuid, broker = %poller.settings.shown_url,
-                    topic_filter = %poller.settings.topic_filter,
-                    "MQTT source: {error}; reconnecting in {}s", backoff.as_secs()
-                );
-                poller.status.problem(
-                    &format!(
-                        "Connection error. {error}; reconnecting in {}s",
-                        backoff.as_secs()
-                    ),
-                    &format!("Connection error. {error}"),
-                );
-                if wait_or_stop(&mut stop, backoff).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
+    keep_connected(&mut poller, &mut stop).await;
     let deleted = matches!(
         store.get_document(kinds::EVENT_SOURCE_MAPPING, "", &poller.target.uuid),
         Ok(None)
@@ -307,7 +262,7 @@ impl Poller {
 
     /// One connection's life: connect, subscribe when the broker kept no session, process
     /// messages until stopped or the link fails.
-    async fn session(&mut self, stop: &mut watch::Receiver<bool>) -> Ended {
+    async fn connect_and_consume(&mut self, stop: &mut watch::Receiver<bool>) -> Ended {
         let lost = |error: String| Ended::Lost {
             error,
             connected: false,
@@ -629,6 +584,30 @@ fn event_of(publish: &Publish, now_ms: i64) -> Bytes {
         "timestamp": now_ms,
     });
     Bytes::from(event.to_string())
+}
+
+impl Session for Poller {
+    fn session(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Ended> + Send {
+        self.connect_and_consume(stop)
+    }
+
+    fn status(&self) -> &Status {
+        &self.status
+    }
+
+    fn uuid(&self) -> &str {
+        &self.target.uuid
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "MQTT source (topic filter {:?} at {})",
+            self.settings.topic_filter, self.settings.shown_url
+        )
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ use tokio::time::Instant;
 use lambent_invoke::Invoker;
 use lambent_invoke::targets::mask_passwords;
 
-use crate::mappings::{Answer, Status, Target, invoke, wait_or_stop};
+use crate::mappings::{
+    Answer, Ended, Session, Status, Target, invoke, keep_connected, wait_or_stop,
+};
 
 /// The largest event a batch may make: the synchronous invoke payload limit.
 const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
@@ -41,9 +43,6 @@ const ENVELOPE_BYTES: usize = 1024;
 const DEFAULT_WINDOW: Duration = Duration::from_millis(500);
 /// How long connecting and opening the consumer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reconnection backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Most message retry counts remembered (messages without a broker delivery count).
 const MAX_TRACKED: usize = 100_000;
 
@@ -157,15 +156,6 @@ impl Settings {
     }
 }
 
-/// How a consuming session ended.
-enum Ended {
-    /// The mapping was stopped (disabled, changed, deleted, or the server stops).
-    Stopped,
-    /// The connection or consumer failed; `connected` tells whether it had got as far as
-    /// consuming (the backoff then starts over).
-    Lost { error: String, connected: bool },
-}
-
 /// Polls the queue until `stop` is set, reconnecting with backoff.
 pub(crate) async fn run(
     settings: Settings,
@@ -181,36 +171,7 @@ pub(crate) async fn run(
         status,
         attempts: HashMap::new(),
     };
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        match poller.consume(&mut stop).await {
-            Ended::Stopped => return,
-            Ended::Lost { error, connected } => {
-                if connected {
-                    backoff = BACKOFF_MIN;
-                }
-                tracing::warn!(
-                    uuid = %poller.target.uuid, broker = %poller.settings.shown_url,
-                    queue = %poller.settings.queue,
-                    "RabbitMQ source: {error}; reconnecting in {}s", backoff.as_secs()
-                );
-                poller.status.problem(
-                    &format!(
-                        "Connection error. {error}; reconnecting in {}s",
-                        backoff.as_secs()
-                    ),
-                    &format!("Connection error. {error}"),
-                );
-                if wait_or_stop(&mut stop, backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
+    keep_connected(&mut poller, &mut stop).await;
 }
 
 struct Poller {
@@ -864,6 +825,30 @@ fn java_date(seconds: u64) -> String {
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
         .and_then(|t| t.format(&format).ok())
         .unwrap_or_default()
+}
+
+impl Session for Poller {
+    fn session(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Ended> + Send {
+        self.consume(stop)
+    }
+
+    fn status(&self) -> &Status {
+        &self.status
+    }
+
+    fn uuid(&self) -> &str {
+        &self.target.uuid
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "RabbitMQ source (queue {:?} in vhost {:?} at {})",
+            self.settings.queue, self.settings.vhost, self.settings.shown_url
+        )
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ use lambent_invoke::targets::mask_passwords;
 use lambent_store::{Store, kinds};
 use lambent_types::limits::SYNC_PAYLOAD_BYTES;
 
-use crate::mappings::{Answer, Status, Target, invoke, wait_or_stop};
+use crate::mappings::{
+    Answer, Ended, Session, Status, Target, invoke, keep_connected, wait_or_stop,
+};
 use crate::mqtt::{now_iso, on_failure_of, retry_pause};
 
 /// The function retries of an entry when the mapping sets no `MaximumRetryAttempts`.
@@ -50,10 +52,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest a read blocks waiting for new entries.
 const POLL_BLOCK: Duration = Duration::from_secs(1);
-/// The first pause before reconnecting.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// The longest pause before reconnecting (the pause doubles up to it).
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Entries another consumer of the group left pending this long are claimed: longer than a
 /// function may run (15 minutes) plus its retries' pauses.
 pub(crate) const ORPHAN_IDLE: Duration = Duration::from_secs(20 * 60);
@@ -189,20 +187,6 @@ struct Entry {
     deliveries: u64,
 }
 
-/// How a session with the server ended.
-enum Ended {
-    /// The mapping was stopped (disabled, changed, deleted, or the server stops).
-    Stopped,
-    /// The connection or a command failed; `connected` tells whether it had got as far as
-    /// reading (the backoff then starts over).
-    Lost {
-        /// What failed.
-        error: String,
-        /// Whether the session had got going (the backoff then starts over).
-        connected: bool,
-    },
-}
-
 /// A command failed: the session ends (it is reopened with backoff).
 fn failed(what: &str) -> impl Fn(redis::RedisError) -> Ended + '_ {
     move |e| Ended::Lost {
@@ -231,36 +215,7 @@ pub(crate) async fn run(
         failures: 0,
         owed_acks: Vec::new(),
     };
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        match poller.session(&mut stop).await {
-            Ended::Stopped => break,
-            Ended::Lost { error, connected } => {
-                if connected {
-                    backoff = BACKOFF_MIN;
-                }
-                tracing::warn!(
-                    uuid = %poller.target.uuid, server = %poller.settings.shown_url,
-                    stream = %poller.settings.key,
-                    "Redis stream source: {error}; reconnecting in {}s", backoff.as_secs()
-                );
-                poller.status.problem(
-                    &format!(
-                        "Connection error. {error}; reconnecting in {}s",
-                        backoff.as_secs()
-                    ),
-                    &format!("Connection error. {error}"),
-                );
-                if wait_or_stop(&mut stop, backoff).await {
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
+    keep_connected(&mut poller, &mut stop).await;
     let deleted = matches!(
         store.get_document(kinds::EVENT_SOURCE_MAPPING, "", &poller.target.uuid),
         Ok(None)
@@ -318,7 +273,7 @@ impl Poller {
 
     /// One connection's life: connect, make sure the group exists, read and process
     /// batches until stopped or a command fails.
-    async fn session(&mut self, stop: &mut watch::Receiver<bool>) -> Ended {
+    async fn connect_and_consume(&mut self, stop: &mut watch::Receiver<bool>) -> Ended {
         let lost = |error: String| Ended::Lost {
             error,
             connected: false,
@@ -954,6 +909,30 @@ fn parse_autoclaim(reply: Reply) -> (Option<String>, usize) {
         _ => 0,
     };
     (next, claimed)
+}
+
+impl Session for Poller {
+    fn session(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Ended> + Send {
+        self.connect_and_consume(stop)
+    }
+
+    fn status(&self) -> &Status {
+        &self.status
+    }
+
+    fn uuid(&self) -> &str {
+        &self.target.uuid
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Redis stream source (stream {:?} at {})",
+            self.settings.key, self.settings.shown_url
+        )
+    }
 }
 
 #[cfg(test)]
