@@ -494,3 +494,15 @@ def test_query_string_keys_are_decoded(server, public):
     event = call(server, "GET", f"/{uid}/echo?{q}").json()["event"]
     assert event["queryStringParameters"] == {"k y": "v&1,v2"}
     assert event["rawQueryString"] == q
+
+
+def test_throttled_is_429(lam, server):
+    name = new_url_fn(lam, "url-throttle")
+    uid = url_id(lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"])
+    make_public(lam, name)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    r = call(server, "GET", f"/{uid}/object")
+    assert r.status == 429
+    assert r.json() == {"Message": "Rate Exceeded."}
+    lam.delete_function_concurrency(FunctionName=name)
+    assert call(server, "GET", f"/{uid}/object").status == 200
