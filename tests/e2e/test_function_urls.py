@@ -506,3 +506,39 @@ def test_throttled_is_429(lam, server):
     assert r.json() == {"Message": "Rate Exceeded."}
     lam.delete_function_concurrency(FunctionName=name)
     assert call(server, "GET", f"/{uid}/object").status == 200
+
+
+def test_aws_iam_signed_for_the_host_style_address(lam, server):
+    name = new_url_fn(lam, "url-iam-host")
+    url = lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
+    host = url.split("//", 1)[1].rstrip("/")
+    creds = server.credentials
+    headers = h.sigv4_sign("GET", url + "echo?a=1", creds["access_key_id"], creds["secret_access_key"])
+    headers.pop("Host", None)
+    r = call(server, "GET", "/echo?a=1", headers=list(headers.items()), host=host)
+    assert r.status == 200, r
+    assert r.json()["event"]["queryStringParameters"] == {"a": "1"}
+    # The signature covers the Host: the same headers sent to another name fail.
+    r = call(server, "GET", f"/{url_id(url)}/echo?a=1", headers=list(headers.items()))
+    assert r.status == 403
+
+
+def test_cors_wildcard_origin(lam, server):
+    name = new_url_fn(lam, "url-cors")
+    uid = url_id(
+        lam.create_function_url_config(
+            FunctionName=name, AuthType="NONE", Cors={"AllowOrigins": ["*"], "AllowMethods": ["*"]}
+        )["FunctionUrl"]
+    )
+    make_public(lam, name)
+    r = call(server, "OPTIONS", f"/{uid}/x", headers=[("Origin", "https://any.example"), ("Access-Control-Request-Method", "PUT")])
+    assert r.status == 200
+    assert r.header("access-control-allow-origin") == "*"
+    assert r.header("access-control-allow-methods") == "*"
+    assert r.header("access-control-allow-credentials") is None
+    r = call(server, "GET", f"/{uid}/object", headers=[("Origin", "https://any.example")])
+    assert r.status == 200 and r.header("access-control-allow-origin") == "*"
+    # Without Cors, OPTIONS goes to the function.
+    lam.update_function_url_config(FunctionName=name, Cors={})
+    r = call(server, "OPTIONS", f"/{uid}/object", headers=[("Origin", "https://any.example"), ("Access-Control-Request-Method", "PUT")])
+    assert r.status == 200 and r.json() == {"hello": "world", "n": 1}

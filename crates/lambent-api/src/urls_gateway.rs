@@ -262,7 +262,14 @@ async fn serve_one(
     let address =
         address(host.as_deref(), req.uri().path(), &state.arns.region).ok_or(UrlError::NotFound)?;
     let (function, alias, config) = find_config(state, &address.id)?;
-    let cors = config.get("Cors").filter(|c| c.is_object()).cloned();
+    // An empty `Cors` (`{}`, as an update may leave it) is no CORS configuration.
+    let cors = config
+        .get("Cors")
+        .filter(|c| {
+            c.as_object()
+                .is_some_and(|o| o.values().any(|v| !v.is_null()))
+        })
+        .cloned();
     let origin = req
         .headers()
         .get(header::ORIGIN)
