@@ -94,7 +94,7 @@ def run_mode(binary: Path, bootstrap: Path, mode: str, network: str | None, iter
     port = free_port()
     log_path = work / "server.log"
     args = [str(binary), "serve", "--data-dir", str(work / "data"), "--listen", f"127.0.0.1:{port}",
-            "--no-auth", "--sandbox", mode, "--bridge-name", f"lbb{port}", "--bridge-subnet", "10.251.0.0/16"]
+            "--http-listen", f"127.0.0.1:{free_port()}", "--no-auth", "--sandbox", mode, "--bridge-name", f"lbb{port}", "--bridge-subnet", "10.251.0.0/16"]
     if network:
         args += ["--default-network", network]
     env = dict(os.environ, LAMBENT_LOG="lambent_worker=debug,info", NO_COLOR="1")

@@ -520,6 +520,8 @@ class Server:
     data_dir: Path
     log_path: Path
     credentials: dict = field(default_factory=dict)
+    # The function URL gateway's port (`--http-listen`).
+    url_port: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -576,6 +578,10 @@ def start_server(data_dir: Path, log_path: Path, extra_args=(), startup_timeout:
         # sandbox hides: it runs unsandboxed unless LAMBENT_TEST_SANDBOX says otherwise.
         # test_sandbox.py starts its own sandboxed servers.
         extra_args += ["--sandbox", os.environ.get("LAMBENT_TEST_SANDBOX", "none")]
+    url_port = free_port()
+    if not any(a == "--http-listen" or a.startswith("--http-listen=") for a in extra_args):
+        # Each server gets its own function URL port, never the default 9080.
+        extra_args += ["--http-listen", f"127.0.0.1:{url_port}"]
     if "--bridge-name" not in extra_args:
         # Each server gets its own bridge and subnet, so servers of one run never share one.
         extra_args += ["--bridge-name", f"lbt{port}", "--bridge-subnet", f"10.{100 + port % 100}.{port // 100 % 250}.0/24"]
@@ -587,7 +593,7 @@ def start_server(data_dir: Path, log_path: Path, extra_args=(), startup_timeout:
         stderr=log,
         start_new_session=True,
     )
-    server = Server(proc=proc, port=port, data_dir=data_dir, log_path=log_path)
+    server = Server(proc=proc, port=port, data_dir=data_dir, log_path=log_path, url_port=url_port)
     listening = threading.Event()
     needle = f"listening on http://127.0.0.1:{port}".encode()
 

@@ -1370,6 +1370,8 @@ def test_session_tokens_expire_and_cannot_be_forged(tmp_path):
 def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str, dict]:
     """A server with its own data dir; returns the process, its first stdout lines and credentials."""
     data = tmp_path / "data"
+    if "--http-listen" not in args:
+        args = (*args, "--http-listen", f"127.0.0.1:{h.free_port()}")
     proc = subprocess.Popen(
         [str(h.lambent_bin()), "serve", "--data-dir", str(data), "--sandbox", "none", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,

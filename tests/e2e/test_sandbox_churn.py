@@ -112,7 +112,7 @@ def open_dir():
 def test_without_root_the_server_refuses_to_run_unsandboxed_silently(open_dir):
     result = subprocess.run(
         [str(h.lambent_bin()), "serve", "--data-dir", str(open_dir / "data"), "--listen",
-         f"127.0.0.1:{h.free_port()}"],
+         f"127.0.0.1:{h.free_port()}", "--http-listen", f"127.0.0.1:{h.free_port()}"],
         preexec_fn=become_nobody,
         capture_output=True,
         text=True,
@@ -127,7 +127,7 @@ def test_without_root_the_server_refuses_to_run_unsandboxed_silently(open_dir):
 def test_sandbox_none_says_so_loudly(open_dir):
     proc = subprocess.Popen(
         [str(h.lambent_bin()), "serve", "--data-dir", str(open_dir / "data"), "--listen",
-         f"127.0.0.1:{h.free_port()}", "--sandbox", "none"],
+         f"127.0.0.1:{h.free_port()}", "--http-listen", f"127.0.0.1:{h.free_port()}", "--sandbox", "none"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

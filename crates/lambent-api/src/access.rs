@@ -158,13 +158,28 @@ pub(crate) fn authorize(
     peer: SocketAddr,
     secure: bool,
 ) -> Result<(), ApiError> {
+    authorize_with(state, caller, target, peer, secure, &[])
+}
+
+/// [`authorize`] with more condition keys (e.g. `lambda:FunctionUrlAuthType`).
+pub(crate) fn authorize_with(
+    state: &ApiState,
+    caller: &Caller,
+    target: &Target,
+    peer: SocketAddr,
+    secure: bool,
+    extra: &[(&str, &str)],
+) -> Result<(), ApiError> {
     if caller.is_root() {
         return Ok(());
     }
     let identity = identity_policies(state, caller.kind, &caller.name);
     let resource = resource_policy(state, target);
     let principal = Principal::new(caller.arn.clone(), state.arns.account_id.clone());
-    let context = context(caller, peer, secure, state);
+    let mut context = context(caller, peer, secure, state);
+    for (key, value) in extra {
+        context.set(key, *value);
+    }
     let request = policy::Request {
         principal: &principal,
         action: &target.action,
@@ -196,6 +211,34 @@ pub(crate) fn authorize(
             )))
         }
     }
+}
+
+/// Whether the target's resource policy allows an anonymous caller (a statement for
+/// principal `*`), with the given extra condition keys: public function URLs.
+pub(crate) fn public_allows(
+    state: &ApiState,
+    target: &Target,
+    peer: SocketAddr,
+    extra: &[(&str, &str)],
+) -> bool {
+    let Some(resource) = resource_policy(state, target) else {
+        return false;
+    };
+    let principal = Principal::new("anonymous", "");
+    let mut context = Context::new();
+    context.set("aws:SourceIp", peer.ip().to_string());
+    context.set_bool("aws:SecureTransport", false);
+    context.set("aws:RequestedRegion", state.arns.region.clone());
+    for (key, value) in extra {
+        context.set(key, *value);
+    }
+    let request = policy::Request {
+        principal: &principal,
+        action: &target.action,
+        resource: &target.resource,
+        context: &context,
+    };
+    policy::evaluate(&[], Some(&resource), &request) == Decision::Allow
 }
 
 /// Audit entries kept; older ones are pruned now and then.

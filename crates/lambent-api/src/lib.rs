@@ -21,6 +21,7 @@ mod settings;
 mod shapes;
 pub mod sigv4;
 pub mod tls;
+mod urls_gateway;
 mod usage;
 mod versions;
 
@@ -41,6 +42,8 @@ use lambent_store::{CodeStore, Store};
 use lambent_types::names::ArnContext;
 
 pub use error::ApiError;
+pub use settings::urls::URL_PORT;
+pub use urls_gateway::serve_urls;
 
 /// Largest request body accepted by any operation (a 50 MB zip, base64-encoded, plus JSON).
 const MAX_BODY_BYTES: usize = 70 * 1024 * 1024;
@@ -72,6 +75,8 @@ pub struct ApiState {
     pub logs: Arc<lambent_store::logs::LogStore>,
     /// Temporary credentials of execution roles.
     pub sessions: sessions::Sessions,
+    /// Port of the function URL gateway, for the FunctionUrl of URL configs.
+    pub url_port: u16,
 }
 
 /// A parsed request handed to an operation.
@@ -393,102 +398,18 @@ async fn dispatch(
         .map(str::to_owned);
     let mut caller = None;
     if state.auth == AuthMode::SigV4 {
-        let signable = sigv4::SignableRequest {
-            method: parts.method.as_str(),
-            raw_path: &raw_path,
-            raw_query: &raw_query,
-            headers: &parts.headers,
-            body: &body,
-        };
         let service = if logs_target.is_some() {
             "logs"
         } else {
             "lambda"
         };
-        let claimed = claimed_key_id(&parts.headers);
-        let refuse = |error: ApiError| {
-            access::audit(
-                state,
-                &access::AuditEntry {
-                    caller: None,
-                    access_key_id: &claimed,
-                    target: None,
-                    decision: "AuthFailed",
-                    peer,
-                    status: error.status,
-                    error_code: error.code,
-                    request_id,
-                },
-            );
-            access::failed_auth(peer, error)
+        let signed = Signed {
+            parts: &parts,
+            raw_path: &raw_path,
+            raw_query: &raw_query,
+            body: &body,
         };
-        // Temporary credentials of an execution role carry their own proof in the token.
-        let session = match claimed.starts_with("ASIA") {
-            false => None,
-            true => {
-                let token = parts
-                    .headers
-                    .get("x-amz-security-token")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                let session = state.sessions.verify(&claimed, token).map_err(|e| {
-                    refuse(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        e.aws_code(),
-                        e.to_string(),
-                    ))
-                })?;
-                Some(session)
-            }
-        };
-        let user_of_key = std::cell::RefCell::new(None);
-        let verified = sigv4::verify(
-            &signable,
-            SystemTime::now(),
-            service,
-            |key| match &session {
-                Some(session) => (key == claimed).then(|| session.secret_access_key.clone()),
-                None => {
-                    // One read (and one decryption) serves the signature and the caller.
-                    let key = state
-                        .store
-                        .lookup_access_key(key)
-                        .ok()
-                        .flatten()
-                        .filter(|k| k.status == lambent_store::iam::KEY_ACTIVE)?;
-                    let secret = key.secret_access_key.clone();
-                    *user_of_key.borrow_mut() = Some(key.user);
-                    Some(secret)
-                }
-            },
-        )
-        .map_err(|e| {
-            refuse(ApiError::new(
-                StatusCode::FORBIDDEN,
-                e.aws_code(),
-                e.to_string(),
-            ))
-        })?;
-        if verified.region != state.arns.region {
-            return Err(refuse(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "InvalidSignatureException",
-                format!(
-                    "Credential should be scoped to a valid region, not '{}'. This server's region is \
-                     {}: set AWS_REGION (or the client's region) to it.",
-                    verified.region, state.arns.region
-                ),
-            )));
-        }
-        caller = Some(match &session {
-            Some(session) => {
-                access::session_caller(state, &verified.access_key_id, session).map_err(refuse)?
-            }
-            None => {
-                let user = user_of_key.borrow_mut().take().unwrap_or_default();
-                access::user_caller(state, &verified.access_key_id, user)
-            }
-        });
+        caller = Some(authenticate(state, &signed, service, peer, request_id)?);
     }
 
     let host = parts
@@ -571,6 +492,121 @@ async fn dispatch(
 
 /// The access key id a request claims in its `Authorization` header (for the audit log of
 /// a request whose signature did not verify).
+/// The parts of a request a SigV4 signature covers.
+pub(crate) struct Signed<'a> {
+    /// Method and headers.
+    pub parts: &'a http::request::Parts,
+    /// The path as sent, before any decoding.
+    pub raw_path: &'a str,
+    /// The query as sent.
+    pub raw_query: &'a str,
+    /// The whole body.
+    pub body: &'a [u8],
+}
+
+/// Verifies a request's SigV4 signature for `service` and returns its caller; refusals are
+/// audited and counted against the source address.
+pub(crate) fn authenticate(
+    state: &ApiState,
+    request: &Signed<'_>,
+    service: &str,
+    peer: SocketAddr,
+    request_id: &str,
+) -> Result<access::Caller, ApiError> {
+    let parts = request.parts;
+    let signable = sigv4::SignableRequest {
+        method: parts.method.as_str(),
+        raw_path: request.raw_path,
+        raw_query: request.raw_query,
+        headers: &parts.headers,
+        body: request.body,
+    };
+    let claimed = claimed_key_id(&parts.headers);
+    let refuse = |error: ApiError| {
+        access::audit(
+            state,
+            &access::AuditEntry {
+                caller: None,
+                access_key_id: &claimed,
+                target: None,
+                decision: "AuthFailed",
+                peer,
+                status: error.status,
+                error_code: error.code,
+                request_id,
+            },
+        );
+        access::failed_auth(peer, error)
+    };
+    // Temporary credentials of an execution role carry their own proof in the token.
+    let session = match claimed.starts_with("ASIA") {
+        false => None,
+        true => {
+            let token = parts
+                .headers
+                .get("x-amz-security-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let session = state.sessions.verify(&claimed, token).map_err(|e| {
+                refuse(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    e.aws_code(),
+                    e.to_string(),
+                ))
+            })?;
+            Some(session)
+        }
+    };
+    let user_of_key = std::cell::RefCell::new(None);
+    let verified = sigv4::verify(
+        &signable,
+        SystemTime::now(),
+        service,
+        |key| match &session {
+            Some(session) => (key == claimed).then(|| session.secret_access_key.clone()),
+            None => {
+                // One read (and one decryption) serves the signature and the caller.
+                let key = state
+                    .store
+                    .lookup_access_key(key)
+                    .ok()
+                    .flatten()
+                    .filter(|k| k.status == lambent_store::iam::KEY_ACTIVE)?;
+                let secret = key.secret_access_key.clone();
+                *user_of_key.borrow_mut() = Some(key.user);
+                Some(secret)
+            }
+        },
+    )
+    .map_err(|e| {
+        refuse(ApiError::new(
+            StatusCode::FORBIDDEN,
+            e.aws_code(),
+            e.to_string(),
+        ))
+    })?;
+    if verified.region != state.arns.region {
+        return Err(refuse(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "InvalidSignatureException",
+            format!(
+                "Credential should be scoped to a valid region, not '{}'. This server's region is \
+                 {}: set AWS_REGION (or the client's region) to it.",
+                verified.region, state.arns.region
+            ),
+        )));
+    }
+    Ok(match &session {
+        Some(session) => {
+            access::session_caller(state, &verified.access_key_id, session).map_err(refuse)?
+        }
+        None => {
+            let user = user_of_key.borrow_mut().take().unwrap_or_default();
+            access::user_caller(state, &verified.access_key_id, user)
+        }
+    })
+}
+
 fn claimed_key_id(headers: &hyper::HeaderMap) -> String {
     headers
         .get(hyper::header::AUTHORIZATION)

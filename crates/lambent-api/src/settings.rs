@@ -19,7 +19,7 @@ mod esm;
 mod invoke_config;
 mod policy;
 pub(crate) mod tags;
-mod urls;
+pub(crate) mod urls;
 
 use std::time::SystemTime;
 

@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Address of the Lambda API.
     #[arg(long, env = "LAMBENT_LISTEN", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Address of the public function URL gateway.
+    #[arg(long, env = "LAMBENT_HTTP_LISTEN", default_value = "127.0.0.1:9080")]
+    http_listen: SocketAddr,
     /// Region reported in ARNs and to functions.
     #[arg(long, env = "LAMBENT_REGION", default_value = "us-east-1")]
     region: String,
@@ -254,6 +257,17 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
                 args.listen
             )
         })?;
+    let url_listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for function URLs on {} (is another server running? use --http-listen)",
+                args.http_listen
+            )
+        })?;
+    let url_address = url_listener
+        .local_addr()
+        .context("cannot read the function URL listener's address")?;
     let default_network = args
         .default_network
         .as_deref()
@@ -373,6 +387,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         concurrency_limit: args.max_concurrency,
         logs,
         sessions,
+        url_port: url_address.port(),
     });
 
     println!("Lambent listening on {endpoint}");
@@ -407,6 +422,19 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
     }
     println!("  try: aws lambda list-functions --endpoint-url {endpoint}");
 
+    println!(
+        "  function URLs on http://{url_address}/<url-id>/ (or Host <url-id>.lambda-url.{}.localhost)",
+        args.region
+    );
+    let (stop_urls, mut urls_stopped) = tokio::sync::watch::channel(false);
+    let url_gateway = tokio::spawn(lambent_api::serve_urls(
+        vec![url_listener],
+        state.clone(),
+        async move {
+            let _ = urls_stopped.changed().await;
+        },
+        Duration::from_secs(args.shutdown_grace),
+    ));
     lambent_api::serve(
         listeners,
         environments_address,
@@ -415,10 +443,14 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         async move {
             shutdown_signal().await;
             followed_logs.close_followers();
+            let _ = stop_urls.send(true);
         },
         Duration::from_secs(args.shutdown_grace),
     )
     .await;
+    if let Err(e) = url_gateway.await {
+        tracing::warn!("the function URL gateway ended abnormally: {e}");
+    }
     tracing::info!("shutting down: stopping schedules and event-source pollers");
     scheduler.shutdown().await;
     event_sources

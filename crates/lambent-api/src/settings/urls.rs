@@ -19,8 +19,8 @@ use super::{
 use crate::functions::function_ref;
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
 
-/// Port the URL gateway listens on.
-pub(crate) const URL_PORT: u16 = 9080;
+/// Port the URL gateway listens on by default (`lambent serve --http-listen`).
+pub const URL_PORT: u16 = 9080;
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(rename_all = "PascalCase")]
@@ -39,12 +39,9 @@ pub(crate) fn url_id(arns: &ArnContext, function: &str, qualifier: &str) -> Stri
     hex::encode(digest)[..32].to_string()
 }
 
-/// The URL clients call.
-pub(crate) fn function_url(arns: &ArnContext, id: &str) -> String {
-    format!(
-        "http://{id}.lambda-url.{}.localhost:{URL_PORT}/",
-        arns.region
-    )
+/// The URL clients call, on the gateway's port.
+pub(crate) fn function_url(arns: &ArnContext, id: &str, port: u16) -> String {
+    format!("http://{id}.lambda-url.{}.localhost:{port}/", arns.region)
 }
 
 fn list_of_strings(
@@ -181,10 +178,16 @@ fn function_arn(state: &ApiState, function: &str, key: &str) -> String {
     }
 }
 
-fn output(doc: &Value, with_last_modified: bool) -> Value {
+/// The stored config as AWS returns it; the URL is the gateway's current address.
+fn output(state: &ApiState, doc: &Value, with_last_modified: bool) -> Value {
     let mut out = doc.clone();
     if let Some(object) = out.as_object_mut() {
-        object.remove("UrlId");
+        if let Some(id) = object.remove("UrlId").as_ref().and_then(Value::as_str) {
+            object.insert(
+                "FunctionUrl".into(),
+                json!(function_url(&state.arns, id, state.url_port)),
+            );
+        }
         if !with_last_modified {
             object.remove("LastModifiedTime");
         }
@@ -212,7 +215,7 @@ pub(crate) fn create(
     let id = url_id(&state.arns, &function.name, &key);
     let now = iso_now();
     let mut doc = json!({
-        "FunctionUrl": function_url(&state.arns, &id),
+        "FunctionUrl": function_url(&state.arns, &id, state.url_port),
         "FunctionArn": arn,
         "AuthType": input.auth_type,
         "CreationTime": now,
@@ -236,7 +239,10 @@ pub(crate) fn create(
         },
     )?;
     tracing::info!(function = %function.name, url = %doc["FunctionUrl"], "function URL created");
-    Ok(ApiReply::json(StatusCode::CREATED, &output(&doc, false)))
+    Ok(ApiReply::json(
+        StatusCode::CREATED,
+        &output(state, &doc, false),
+    ))
 }
 
 /// GetFunctionUrlConfig → 200.
@@ -246,7 +252,7 @@ pub(crate) fn get(req: &ApiRequest, state: &ApiState, label: &str) -> Result<Api
         .store
         .get_document(kinds::URL_CONFIG, &function.name, &key)?
         .ok_or_else(|| not_found(state, &function.name, &key))?;
-    Ok(ApiReply::json(StatusCode::OK, &output(&doc, true)))
+    Ok(ApiReply::json(StatusCode::OK, &output(state, &doc, true)))
 }
 
 /// UpdateFunctionUrlConfig: PUT → 200 (given members replace the stored ones).
@@ -280,7 +286,7 @@ pub(crate) fn update(
         },
     )?
     .unwrap_or_default();
-    Ok(ApiReply::json(StatusCode::OK, &output(&doc, true)))
+    Ok(ApiReply::json(StatusCode::OK, &output(state, &doc, true)))
 }
 
 /// DeleteFunctionUrlConfig → 204.
@@ -302,7 +308,7 @@ pub(crate) fn list(req: &ApiRequest, state: &ApiState, label: &str) -> Result<Ap
         .store
         .list_documents(kinds::URL_CONFIG, Some(&function.name))?
         .iter()
-        .map(|(_, _, doc)| output(doc, true))
+        .map(|(_, _, doc)| output(state, doc, true))
         .collect();
     let (page, next) = paginate(req, items, 50)?;
     Ok(list_reply("FunctionUrlConfigs", page, next))
@@ -327,7 +333,7 @@ mod tests {
         assert_eq!(a, url_id(&arns, "f", ""));
         assert_ne!(a, url_id(&arns, "f", "live"));
         assert_eq!(
-            function_url(&arns, &a),
+            function_url(&arns, &a, URL_PORT),
             format!("http://{a}.lambda-url.us-east-1.localhost:9080/")
         );
     }
