@@ -220,7 +220,13 @@ def test_scale_out_to_200_environments_then_reuse(server):
     first = burst()
     assert len(set(first)) >= 190, f"about one environment per concurrent invoke, got {len(set(first))}"
     second = burst()
-    assert set(second) <= set(first), "the second burst reuses the warm environments"
+    # Every warm environment is reused; new ones only make up what the first burst did not
+    # start (under load a late request of the first burst can reuse an environment that had
+    # already finished, so the first burst may have used fewer than 200).
+    new = set(second) - set(first)
+    assert len(new) <= 200 - len(set(first)), (
+        f"the second burst started {len(new)} environments beside {len(set(first))} warm ones"
+    )
 
 
 def test_reserved_concurrency_throttles_exactly_the_excess(ql):
