@@ -276,3 +276,18 @@ def test_errors_before_streaming_are_aws_errors(lam):
 def test_dry_run(lam, buffered_fn):
     resp = lam.invoke_with_response_stream(FunctionName=buffered_fn, Payload=b"{}", InvocationType="DryRun")
     assert resp["StatusCode"] == 204
+
+
+def test_client_vanishing_mid_stream_leaves_the_function_usable(lam, custom_fn):
+    resp = lam.invoke_with_response_stream(
+        FunctionName=custom_fn,
+        Payload=json.dumps({"chunks": ["one"] + ["more"] * 20, "delay": 0.05}).encode(),
+    )
+    events = iter(resp["EventStream"])
+    first = next(events)
+    assert first["PayloadChunk"]["Payload"] == b"one"
+    resp["EventStream"].close()
+    # the runtime finishes its response (dropped) and the environment serves the next call
+    _resp, chunks, complete = stream(lam, custom_fn, {"chunks": ["after"]})
+    assert [c for _t, c in chunks] == [b"after"]
+    assert "ErrorCode" not in complete

@@ -607,7 +607,10 @@ fn metrics_reply(state: &ApiState) -> ApiReply {
 }
 
 fn operation_hint(segments: &[String]) -> &'static str {
-    if segments.last().is_some_and(|s| s == "invocations") {
+    if segments
+        .last()
+        .is_some_and(|s| s == "invocations" || s == "response-streaming-invocations")
+    {
         "InvokeFunction"
     } else {
         "CreateFunction"
