@@ -80,7 +80,14 @@ def serve():
         for chunk in chunks:
             out.send(b"%x\\r\\n%s\\r\\n" % (len(chunk), chunk))
             time.sleep(event.get("delay", 0))
-        if event.get("error"):
+        if event.get("error_in_body"):
+            # what Rust's lambda_runtime sends: the error lines as the last body chunk
+            lines = (
+                b"Lambda-Runtime-Function-Error-Type: Runtime.StreamError\\r\\n"
+                b"Lambda-Runtime-Function-Error-Body: " + base64.b64encode(event["error_in_body"].encode()) + b"\\r\\n"
+            )
+            out.send(b"%x\\r\\n%s\\r\\n0\\r\\n\\r\\n" % (len(lines), lines))
+        elif event.get("error"):
             doc = json.dumps({{"errorType": "Custom.StreamError", "errorMessage": event["error"]}})
             out.send(
                 b"0\\r\\nLambda-Runtime-Function-Error-Type: Custom.StreamError\\r\\n"
@@ -246,6 +253,13 @@ def test_custom_runtime_error_trailers(lam, custom_fn):
     resp = lam.invoke(FunctionName=custom_fn, Payload=json.dumps({"chunks": ["x"], "error": "again"}).encode())
     assert resp["FunctionError"] == "Unhandled"
     assert json.loads(resp["Payload"].read())["errorType"] == "Custom.StreamError"
+
+
+def test_error_lines_in_the_body_as_rust_lambda_runtime_sends_them(lam, custom_fn):
+    _resp, chunks, complete = stream(lam, custom_fn, {"chunks": ["part"], "error_in_body": "handler failed"})
+    assert [c for _t, c in chunks] == [b"part"]
+    assert complete["ErrorCode"] == "Runtime.StreamError"
+    assert complete["ErrorDetails"] == "handler failed"
 
 
 def test_response_over_20_mib_is_cut_with_an_error(lam, custom_fn):

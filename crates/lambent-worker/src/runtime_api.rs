@@ -518,6 +518,7 @@ async fn streamed_response(
     let mut body = req.into_body();
     let mut total = 0usize;
     let mut trailers = None;
+    let mut body_error = None;
     let end = loop {
         let frame = match body.frame().await {
             None => break StreamEnd::Complete,
@@ -536,6 +537,10 @@ async fn streamed_response(
                 continue;
             }
         };
+        if let Some(found) = error_lines_in_body(&data) {
+            body_error = Some(found);
+            continue;
+        }
         total += data.len();
         if total > limit {
             break StreamEnd::TooLarge;
@@ -601,13 +606,19 @@ async fn streamed_response(
                     .filter(|v| !v.is_empty())
                     .map(str::to_string)
             });
-            let reply = match error_type {
+            let found = match error_type {
                 Some(error_type) => {
                     let encoded = trailers
                         .as_ref()
                         .and_then(|fields| fields.get(ERROR_BODY))
                         .map(|v| v.as_bytes().to_vec())
                         .unwrap_or_default();
+                    Some((error_type, encoded))
+                }
+                None => body_error,
+            };
+            let reply = match found {
+                Some((error_type, encoded)) => {
                     let decoded = base64::engine::general_purpose::STANDARD
                         .decode(encoded.trim_ascii())
                         .unwrap_or(encoded);
@@ -624,6 +635,30 @@ async fn streamed_response(
             accepted()
         }
     }
+}
+
+/// The mid-stream error some runtime clients (Rust's `lambda_runtime`, Kotlin's) write as a
+/// last body chunk instead of trailers: `Lambda-Runtime-Function-Error-Type: <type>\r\n
+/// Lambda-Runtime-Function-Error-Body: <base64>\r\n`. Returns the type and the encoded body.
+fn error_lines_in_body(data: &[u8]) -> Option<(String, Vec<u8>)> {
+    const TYPE_PREFIX: &[u8] = b"Lambda-Runtime-Function-Error-Type: ";
+    const BODY_PREFIX: &[u8] = b"Lambda-Runtime-Function-Error-Body: ";
+    if !data.starts_with(TYPE_PREFIX) || data.len() > 64 * 1024 {
+        return None;
+    }
+    let text = std::str::from_utf8(data).ok()?;
+    let mut error_type = None;
+    let mut body = Vec::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if let Some(value) = line.strip_prefix("Lambda-Runtime-Function-Error-Type: ") {
+            error_type = Some(value.trim().to_string());
+        } else if let Some(value) = line.as_bytes().strip_prefix(BODY_PREFIX) {
+            body = value.trim_ascii().to_vec();
+        } else {
+            return None;
+        }
+    }
+    error_type.filter(|t| !t.is_empty()).map(|t| (t, body))
 }
 
 fn error_type_header(req: &Request<Incoming>) -> Option<String> {
@@ -853,6 +888,18 @@ pub fn error_document(body: &[u8], error_type: Option<&str>, fallback_type: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_lines_written_as_body_data_are_recognised() {
+        let chunk = b"Lambda-Runtime-Function-Error-Type: Runtime.StreamError\r\nLambda-Runtime-Function-Error-Body: Ym9vbQ==\r\n";
+        let (error_type, body) = error_lines_in_body(chunk).unwrap();
+        assert_eq!(error_type, "Runtime.StreamError");
+        assert_eq!(body, b"Ym9vbQ==");
+        assert!(
+            error_lines_in_body(b"Lambda-Runtime-Function-Error-Type: X\r\nother text").is_none()
+        );
+        assert!(error_lines_in_body(b"ordinary data").is_none());
+    }
 
     #[test]
     fn error_documents_pass_through_or_are_built() {
