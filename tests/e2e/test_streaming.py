@@ -305,3 +305,22 @@ def test_client_vanishing_mid_stream_leaves_the_function_usable(lam, custom_fn):
     _resp, chunks, complete = stream(lam, custom_fn, {"chunks": ["after"]})
     assert [c for _t, c in chunks] == [b"after"]
     assert "ErrorCode" not in complete
+
+
+def test_needs_invoke_permission(server, lam, buffered_fn):
+    from test_access import denied, fn_arn, new_user
+
+    bob = new_user(server, "stream-bob")
+    denied(
+        bob.client().invoke_with_response_stream,
+        user=bob,
+        action="lambda:InvokeFunction",
+        resource=fn_arn(buffered_fn),
+        FunctionName=buffered_fn,
+        Payload=b"{}",
+    )
+    lam.add_permission(
+        FunctionName=buffered_fn, StatementId="bob-stream", Action="lambda:InvokeFunction", Principal=bob.arn
+    )
+    _resp, chunks, complete = stream(bob.client(), buffered_fn, {"who": "bob"})
+    assert json.loads(chunks[0][1])["event"] == {"who": "bob"}
