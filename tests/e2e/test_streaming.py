@@ -69,7 +69,7 @@ def serve():
     rid = res.getheader("Lambda-Runtime-Aws-Request-Id")
     out = http.client.HTTPConnection(host, int(port))
     out.putrequest("POST", "/2018-06-01/runtime/invocation/%s/response" % rid)
-    out.putheader("Lambda-Runtime-Function-Response-Mode", "streaming")
+    out.putheader("Lambda-Runtime-Function-Response-Mode", event.get("mode", "streaming"))
     out.putheader("Transfer-Encoding", "chunked")
     out.putheader("Content-Type", "application/octet-stream")
     out.putheader("Trailer", "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body")
@@ -260,6 +260,14 @@ def test_error_lines_in_the_body_as_rust_lambda_runtime_sends_them(lam, custom_f
     assert [c for _t, c in chunks] == [b"part"]
     assert complete["ErrorCode"] == "Runtime.StreamError"
     assert complete["ErrorDetails"] == "handler failed"
+
+
+def test_unknown_response_mode_fails_the_invocation(lam, custom_fn):
+    _resp, chunks, complete = stream(lam, custom_fn, {"chunks": ["x"], "mode": "sideways"})
+    assert chunks == []
+    assert complete["ErrorCode"] == "Runtime.InvalidResponseModeHeader"
+    _resp, chunks, complete = stream(lam, custom_fn, {"chunks": ["fine"]})
+    assert [c for _t, c in chunks] == [b"fine"]
 
 
 def test_response_over_20_mib_is_cut_with_an_error(lam, custom_fn):
