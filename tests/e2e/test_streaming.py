@@ -23,6 +23,10 @@ exports.handler = awslambda.streamifyResponse(async (event, responseStream, cont
     if (event.delay) await sleep(event.delay);
   }}
   if (event.fail) throw new Error(event.fail);
+  if (event.crash) {{
+    setTimeout(() => {{ throw new Error('crashed mid-stream'); }}, 10);
+    await sleep(5000);
+  }}
   if (event.big) {{
     const block = Buffer.alloc(1024 * 1024, 120);
     for (let i = 0; i < event.big; i++) {{
@@ -217,6 +221,16 @@ def test_node_mid_stream_error(lam, streaming_fn):
     assert complete["ErrorCode"] == "Error"
     assert complete["ErrorDetails"] == "broke mid-stream"
     # the environment is fine afterwards
+    _resp, chunks, complete = stream(lam, streaming_fn, {"chunks": 1})
+    assert "ErrorCode" not in complete
+
+
+def test_node_crash_mid_stream(lam, streaming_fn):
+    _resp, chunks, complete = stream(lam, streaming_fn, {"chunks": 1, "crash": True})
+    assert [c.decode().split()[0] for _t, c in chunks] == ["chunk0"]
+    assert complete["ErrorCode"] == "Runtime.ExitError", complete
+    assert "exit status 129" in complete["ErrorDetails"], complete
+    # a new environment serves the next call
     _resp, chunks, complete = stream(lam, streaming_fn, {"chunks": 1})
     assert "ErrorCode" not in complete
 

@@ -481,6 +481,9 @@ fn invalid_response_mode(
     error_response(StatusCode::BAD_REQUEST, "InvalidRequest", &message)
 }
 
+/// How long a broken streamed body waits to see whether the runtime exited.
+const EXIT_AFTER_BROKEN_STREAM: Duration = Duration::from_millis(250);
+
 /// Where the chunks of a streamed response go.
 enum Sink {
     /// To the streaming caller, as they arrive.
@@ -586,6 +589,22 @@ async fn streamed_response(
             )
         }
         StreamEnd::Broken => {
+            // A runtime that crashed mid-stream cuts its body: let the invocation end with
+            // the exit (Runtime.ExitError) rather than the broken body, as AWS reports it.
+            let mut status = state.status.subscribe();
+            let exited = tokio::time::timeout(
+                EXIT_AFTER_BROKEN_STREAM,
+                status.wait_for(EnvStatus::is_terminal),
+            )
+            .await;
+            if matches!(exited, Ok(Ok(_))) {
+                drop(flight.reply);
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    "Response body could not be read",
+                );
+            }
             let _ = flight.reply.send(Reply::Error(
                 Bytes::from_static(
                     br#"{"errorType":"Runtime.ResponseBodyError","errorMessage":"The runtime's streamed response body could not be read"}"#,
