@@ -414,6 +414,7 @@ impl InProcess {
             client_context: None,
             cognito_identity: None,
             want_log_tail: false,
+            stream: None,
         };
         let result = self
             .runtime

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import util from 'node:util';
 
@@ -23,6 +24,31 @@ let initialized = false;
 let crashing = false;
 
 class RuntimeApiError extends Error {}
+
+// Response streaming, as AWS's Node runtime offers it through the global `awslambda`.
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HIGH_WATER_MARK = Symbol.for('aws.lambda.runtime.handler.streaming.highWaterMark');
+const HTTP_INTEGRATION_TYPE = 'application/vnd.awslambda.http-integration-response';
+
+class HttpResponseStream {
+  // Marks the stream as an HTTP integration response: a JSON prelude (statusCode, headers,
+  // cookies), eight NUL bytes, then the body (function URLs in RESPONSE_STREAM mode).
+  static from(underlyingStream, prelude) {
+    underlyingStream.setContentType(HTTP_INTEGRATION_TYPE);
+    underlyingStream.write(JSON.stringify(prelude ?? {}));
+    underlyingStream.write(new Uint8Array(8));
+    return underlyingStream;
+  }
+}
+
+globalThis.awslambda = {
+  streamifyResponse(handler, options) {
+    handler[STREAMING] = 'response';
+    if (options?.highWaterMark !== undefined) handler[HIGH_WATER_MARK] = Number(options.highWaterMark);
+    return handler;
+  },
+  HttpResponseStream,
+};
 
 // One keep-alive HTTP/1.1 connection to the Runtime API.
 class RuntimeApi {
@@ -85,6 +111,87 @@ class RuntimeApi {
 }
 
 const api = new RuntimeApi(process.env.AWS_LAMBDA_RUNTIME_API);
+// Streamed responses get their own connection, so an /error posted while one is open (a crash
+// mid-stream) does not queue behind it.
+const streamAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+// The writable `responseStream` a streamified handler gets: its chunks are POSTed to
+// /response in streaming mode (chunked encoding) as they are written; an error after the
+// stream has begun goes in the Lambda-Runtime-Function-Error-* trailers.
+function responseStream(id, highWaterMark) {
+  let contentType = 'application/octet-stream';
+  let req = null;
+  let failure = null; // the error document to send in the trailers
+  let answered;
+  const open = () => {
+    if (req) return;
+    req = http.request({
+      host: api.host,
+      port: api.port,
+      agent: streamAgent,
+      method: 'POST',
+      path: `${API_PREFIX}/invocation/${id}/response`,
+      headers: {
+        'Content-Type': contentType,
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        'Transfer-Encoding': 'chunked',
+        Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body',
+      },
+    });
+    answered = new Promise((resolve) => {
+      req.on('response', (res) => {
+        const chunks = [];
+        res.on('data', (chunk) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', (err) => resolve({ status: 0, body: err.message }));
+      });
+      req.on('error', (err) => resolve({ status: 0, body: err.message }));
+    });
+    req.flushHeaders();
+  };
+  const stream = new Writable({
+    highWaterMark,
+    write(chunk, _encoding, callback) {
+      open();
+      if (req.destroyed) return callback();
+      req.write(chunk, () => callback());
+    },
+    final(callback) {
+      open();
+      if (failure) {
+        req.addTrailers({
+          'Lambda-Runtime-Function-Error-Type': failure.errorType.replace(/[^\x20-\x7e]/g, '?'),
+          'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(failure)).toString('base64'),
+        });
+      }
+      req.end(() => callback());
+    },
+  });
+  stream.on('error', () => {}); // a refused or cut stream is reported by the Runtime API's answer
+  stream.setContentType = (type) => {
+    if (req) throw new Error('Content type cannot be set after the first write');
+    contentType = String(type);
+  };
+  // Ends the stream (with the error in the trailers, if any) and waits for the Runtime API.
+  stream.complete = async (err) => {
+    if (err !== undefined) {
+      console.error('Invoke Error', formatForLog(err));
+      failure = errorResponse(err);
+    }
+    if (!stream.writableEnded) stream.end();
+    await new Promise((resolve) => {
+      if (stream.writableFinished || stream.destroyed) resolve();
+      else {
+        stream.once('finish', resolve);
+        stream.once('close', resolve);
+      }
+    });
+    open();
+    const res = await answered;
+    if (res.status !== 202) process.stderr.write(`[WARNING] Runtime API rejected the streamed response: HTTP ${res.status} ${res.body.slice(0, 200)}\n`);
+  };
+  return stream;
+}
 
 // Node queues writes to a full pipe in memory; blocking stdio makes every write land before the
 // response is posted (and keeps a chatty handler from buffering its whole output).
@@ -269,6 +376,21 @@ function parseJsonHeader(value, name) {
   }
 }
 
+// A streamified handler: handler(event, responseStream, context); the stream ends when the
+// handler's promise settles (with the error in the trailers if it rejects).
+function handleStreamingInvocation(handler, headers, body, invocation, finish) {
+  const stream = responseStream(invocation.id, handler[HIGH_WATER_MARK]);
+  onBeforeExit = () => finish(() => stream.complete());
+  let result;
+  try {
+    const { context } = buildContext(headers, invocation, finish);
+    result = handler(JSON.parse(body), stream, context);
+  } catch (err) {
+    result = Promise.reject(err);
+  }
+  Promise.resolve(result).then(() => finish(() => stream.complete()), (err) => finish(() => stream.complete(err ?? 'handled')));
+}
+
 function handleInvocation(handler, headers, body) {
   const invocation = { id: headers['lambda-runtime-aws-request-id'], done: false, posting: null };
   current = invocation;
@@ -285,6 +407,10 @@ function handleInvocation(handler, headers, body) {
     onBeforeExit = null;
     invocation.posting = post().then(serveNext, exitRuntime);
   };
+  if (handler[STREAMING] === 'response') {
+    handleStreamingInvocation(handler, headers, body, invocation, finish);
+    return;
+  }
   // A handler that neither returns a promise nor calls back answers null once the event loop drains.
   onBeforeExit = () => finish(() => postResult(invocation.id, null));
   try {

@@ -35,6 +35,15 @@ pub(crate) async fn route(req: &ApiRequest, state: &ApiState, segments: &[&str])
         (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => {
             invoke::invoke(req, state, f).await
         }
+        (
+            &Method::POST,
+            [
+                "2021-11-15",
+                "functions",
+                f,
+                "response-streaming-invocations",
+            ],
+        ) => crate::streaming::invoke_with_response_stream(req, state, f).await,
         (&Method::POST, ["2014-11-13", "functions", f, "invoke-async"]) => {
             invoke::invoke_async(req, state, f).await
         }
@@ -562,6 +571,7 @@ pub(crate) async fn download_code(state: &ApiState, file: &str) -> Result<ApiRep
         .await
         .map_err(|_| not_found())?;
     Ok(ApiReply {
+        stream: None,
         status: StatusCode::OK,
         body: bytes.into(),
         headers: vec![(hyper::header::CONTENT_TYPE, "application/zip".into())],

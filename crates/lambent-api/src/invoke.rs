@@ -24,7 +24,8 @@ fn invocation_type(req: &ApiRequest) -> Result<InvocationType, ApiError> {
     }
 }
 
-fn client_context(req: &ApiRequest) -> Result<Option<String>, ApiError> {
+/// The decoded `X-Amz-Client-Context`, checked as Lambda checks it.
+pub(crate) fn client_context(req: &ApiRequest) -> Result<Option<String>, ApiError> {
     let Some(encoded) = req.header("x-amz-client-context") else {
         return Ok(None);
     };
@@ -94,6 +95,7 @@ pub(crate) async fn invoke(
                 ));
             }
             Ok(ApiReply {
+                stream: None,
                 status: StatusCode::OK,
                 body: result.body,
                 headers,

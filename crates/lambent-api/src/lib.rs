@@ -20,6 +20,7 @@ pub mod sessions;
 mod settings;
 mod shapes;
 pub mod sigv4;
+mod streaming;
 pub mod tls;
 mod urls_gateway;
 mod usage;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -124,6 +125,8 @@ pub(crate) struct ApiReply {
     pub status: StatusCode,
     pub body: Bytes,
     pub headers: Vec<(HeaderName, String)>,
+    /// A body sent as it is produced (InvokeWithResponseStream) instead of `body`.
+    pub stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 impl ApiReply {
@@ -133,6 +136,7 @@ impl ApiReply {
             status,
             body: Bytes::from(value.to_string()),
             headers: Vec::new(),
+            stream: None,
         }
     }
 
@@ -142,9 +146,13 @@ impl ApiReply {
             status,
             body: Bytes::new(),
             headers: Vec::new(),
+            stream: None,
         }
     }
 }
+
+/// A response body: whole, or streamed as produced.
+type ApiBody = Either<Full<Bytes>, streaming::ChannelBody>;
 
 /// What the API knows of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -265,7 +273,7 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<ApiState>,
     connection: Connection,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ApiBody>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -273,7 +281,11 @@ async fn handle(
     let result = dispatch(req, &state, &request_id, connection).await;
     let response = match result {
         Ok(reply) => {
-            let mut response = Response::new(Full::new(reply.body));
+            let body = match reply.stream {
+                Some(stream) => Either::Right(streaming::ChannelBody(stream)),
+                None => Either::Left(Full::new(reply.body)),
+            };
+            let mut response = Response::new(body);
             *response.status_mut() = reply.status;
             let headers = response.headers_mut();
             if reply.status != StatusCode::NO_CONTENT {
@@ -291,7 +303,7 @@ async fn handle(
         }
         Err(error) => {
             tracing::debug!(%peer, %method, %path, code = error.code, status = %error.status, "{}", error.message);
-            error_response(&error)
+            error_response(&error).map(Either::Left)
         }
     };
     let mut response = response;
@@ -620,6 +632,7 @@ fn claimed_key_id(headers: &hyper::HeaderMap) -> String {
 /// `GET /metrics`: every metric in the Prometheus text format, version 0.0.4.
 fn metrics_reply(state: &ApiState) -> ApiReply {
     ApiReply {
+        stream: None,
         status: StatusCode::OK,
         body: Bytes::from(state.invoker.render_metrics()),
         headers: vec![(
@@ -630,7 +643,10 @@ fn metrics_reply(state: &ApiState) -> ApiReply {
 }
 
 fn operation_hint(segments: &[String]) -> &'static str {
-    if segments.last().is_some_and(|s| s == "invocations") {
+    if segments
+        .last()
+        .is_some_and(|s| s == "invocations" || s == "response-streaming-invocations")
+    {
         "InvokeFunction"
     } else {
         "CreateFunction"

@@ -573,7 +573,7 @@ async fn run_event(invoker: &Invoker, item: &QueueItem) -> (Outcome, LaneSignal)
         trace_id: event.meta["trace_id"].as_str().map(str::to_string),
         request_id: event.request_id.clone(),
     };
-    match invoker.run(&config, &request).await {
+    match invoker.run(&config, &request, None).await {
         Ok(result) if !result.function_error => {
             let response = Response {
                 body: result.body,

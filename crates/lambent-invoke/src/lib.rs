@@ -16,7 +16,7 @@ use lambent_store::queue::{ItemKind, ItemSummary, NewItem, QueueDepth};
 use lambent_store::{CodeStore, Store, StoreError, kinds};
 use lambent_types::names::ArnContext;
 use lambent_types::{FunctionRef, Qualifier, limits};
-use lambent_worker::{Invocation, InvocationResult, Worker, WorkerError};
+use lambent_worker::{ChunkSender, Invocation, InvocationResult, Worker, WorkerError};
 
 pub use dispatch::AsyncSettings;
 pub use metering::Metering;
@@ -65,6 +65,22 @@ pub enum InvokeOutput {
     Queued,
     /// A dry run found the call valid.
     DryRunOk,
+}
+
+/// How many chunks of a streamed response may wait for the caller to take them.
+const STREAM_CHANNEL_CHUNKS: usize = 16;
+
+/// A streaming invocation under way (InvokeWithResponseStream).
+#[derive(Debug)]
+pub struct StreamingInvocation {
+    /// The version that runs.
+    pub executed_version: String,
+    /// The response's chunks as the function streams them. A function that answers
+    /// buffered sends none: its body is in the outcome.
+    pub chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    /// How the invocation ended (a streamed response's result has an empty body), or why it
+    /// did not run (a throttle).
+    pub outcome: tokio::sync::oneshot::Receiver<Result<InvocationResult, InvokeError>>,
 }
 
 /// Why an invocation was refused before it ran.
@@ -273,6 +289,49 @@ impl Invoker {
 
     /// Validates and runs (or queues) an invocation.
     pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeOutput, InvokeError> {
+        self.check_payload(&request)?;
+        let config = self.resolve(&request.function)?;
+        match request.invocation_type {
+            InvocationType::DryRun => Ok(InvokeOutput::DryRunOk),
+            InvocationType::Event => self.enqueue_invocation(&config, &request),
+            InvocationType::RequestResponse => {
+                let executed_version = config.version.clone();
+                let result = self.run(&config, &request, None).await?;
+                Ok(InvokeOutput::Completed {
+                    result,
+                    executed_version,
+                })
+            }
+        }
+    }
+
+    /// Validates a synchronous invocation and starts it with its response streamed
+    /// (InvokeWithResponseStream): chunks arrive as the function sends them, then the outcome.
+    /// A refusal found before the function runs (bad payload, unknown function) is returned
+    /// at once; one found later (a throttle) is the outcome.
+    pub fn invoke_streaming(
+        self: &Arc<Self>,
+        request: InvokeRequest,
+    ) -> Result<StreamingInvocation, InvokeError> {
+        self.check_payload(&request)?;
+        let config = self.resolve(&request.function)?;
+        let (chunk_tx, chunks) = tokio::sync::mpsc::channel(STREAM_CHANNEL_CHUNKS);
+        let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
+        let executed_version = config.version.clone();
+        let invoker = self.clone();
+        tokio::spawn(async move {
+            let result = invoker.run(&config, &request, Some(chunk_tx)).await;
+            let _ = outcome_tx.send(result);
+        });
+        Ok(StreamingInvocation {
+            executed_version,
+            chunks,
+            outcome,
+        })
+    }
+
+    /// Checks an invocation's payload: its size for the invocation type, and that it is JSON.
+    fn check_payload(&self, request: &InvokeRequest) -> Result<(), InvokeError> {
         let limit = match request.invocation_type {
             InvocationType::Event => self.dispatcher.settings().max_payload,
             _ => limits::SYNC_PAYLOAD_BYTES,
@@ -291,46 +350,41 @@ impl Invoker {
                     .into(),
             ));
         }
-        let config = self.resolve(&request.function)?;
-        match request.invocation_type {
-            InvocationType::DryRun => Ok(InvokeOutput::DryRunOk),
-            InvocationType::Event => {
-                if self.dispatcher.stopped() {
-                    return Err(InvokeError::Unavailable("Lambent is shutting down".into()));
-                }
-                let now = dispatch::now_ms();
-                let payload = if request.payload.is_empty() {
-                    b"{}".to_vec()
-                } else {
-                    request.payload.to_vec()
-                };
-                let item = NewItem {
-                    kind: ItemKind::Invoke,
-                    lane: config.name.clone(),
-                    request_id: request.request_id.clone(),
-                    function: config.name.clone(),
-                    qualifier: request.function.qualifier.as_ref().map(ToString::to_string),
-                    payload,
-                    meta: serde_json::json!({
-                        "trace_id": request.trace_id.clone().unwrap_or_else(new_trace_id),
-                    }),
-                    accepted_ms: now,
-                    not_before_ms: now,
-                };
-                self.dispatcher
-                    .enqueue(&item)
-                    .map_err(|e| InvokeError::Internal(e.to_string()))?;
-                Ok(InvokeOutput::Queued)
-            }
-            InvocationType::RequestResponse => {
-                let executed_version = config.version.clone();
-                let result = self.run(&config, &request).await?;
-                Ok(InvokeOutput::Completed {
-                    result,
-                    executed_version,
-                })
-            }
+        Ok(())
+    }
+
+    /// Commits an asynchronous invocation to the durable queue.
+    fn enqueue_invocation(
+        &self,
+        config: &lambent_types::FunctionConfig,
+        request: &InvokeRequest,
+    ) -> Result<InvokeOutput, InvokeError> {
+        if self.dispatcher.stopped() {
+            return Err(InvokeError::Unavailable("Lambent is shutting down".into()));
         }
+        let now = dispatch::now_ms();
+        let payload = if request.payload.is_empty() {
+            b"{}".to_vec()
+        } else {
+            request.payload.to_vec()
+        };
+        let item = NewItem {
+            kind: ItemKind::Invoke,
+            lane: config.name.clone(),
+            request_id: request.request_id.clone(),
+            function: config.name.clone(),
+            qualifier: request.function.qualifier.as_ref().map(ToString::to_string),
+            payload,
+            meta: serde_json::json!({
+                "trace_id": request.trace_id.clone().unwrap_or_else(new_trace_id),
+            }),
+            accepted_ms: now,
+            not_before_ms: now,
+        };
+        self.dispatcher
+            .enqueue(&item)
+            .map_err(|e| InvokeError::Internal(e.to_string()))?;
+        Ok(InvokeOutput::Queued)
     }
 
     /// The unpacked code tree of a configuration and those of its layers, in order.
@@ -463,6 +517,7 @@ impl Invoker {
         &self,
         config: &lambent_types::FunctionConfig,
         request: &InvokeRequest,
+        stream: Option<ChunkSender>,
     ) -> Result<InvocationResult, InvokeError> {
         let invoked_function_arn = self
             .arns
@@ -479,6 +534,7 @@ impl Invoker {
             client_context: request.client_context.clone(),
             cognito_identity: None,
             want_log_tail: request.log_tail,
+            stream,
         };
         let _reservation = match self.reserve(&config.name) {
             Err(e @ InvokeError::Throttled(_)) => {

@@ -38,7 +38,16 @@ pub struct Invocation {
     pub cognito_identity: Option<String>,
     /// Whether the caller wants the tail of the invocation's log.
     pub want_log_tail: bool,
+    /// Where the chunks of a streamed response go as the runtime sends them
+    /// (InvokeWithResponseStream). `None` buffers a streamed response like any other.
+    pub stream: Option<ChunkSender>,
 }
+
+/// The sending half of a streamed response's chunks.
+pub type ChunkSender = tokio::sync::mpsc::Sender<Bytes>;
+
+/// The most a streamed response may carry (20 MiB, as AWS allows).
+pub const MAX_STREAMED_RESPONSE_BYTES: usize = 20 * 1024 * 1024;
 
 /// What came of an invocation that reached an environment (or failed to start one).
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -25,9 +26,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use lambent_types::limits::SYNC_PAYLOAD_BYTES;
 
-use crate::Invocation;
 use crate::extensions::{Extensions, NextEvent, RegisterError, parse_events};
 use crate::telemetry::{Telemetry, parse_subscription};
+use crate::{ChunkSender, Invocation, MAX_STREAMED_RESPONSE_BYTES};
 
 /// The largest response a runtime may post (AWS allows a little over 6 MiB).
 pub const MAX_RESPONSE_BYTES: usize = SYNC_PAYLOAD_BYTES + 100;
@@ -83,6 +84,8 @@ impl EnvStatus {
 struct InFlight {
     request_id: String,
     reply: oneshot::Sender<Reply>,
+    /// Where a streamed response's chunks go, when the caller streams.
+    stream: Option<ChunkSender>,
 }
 
 /// State shared between the Runtime API server and the environment.
@@ -167,10 +170,10 @@ impl RuntimeApiState {
 
     /// Takes the answer channel of the invocation in flight if `request_id` names it; else
     /// tells why not.
-    fn take_in_flight(&self, request_id: &str) -> Result<oneshot::Sender<Reply>, Refusal> {
+    fn take_in_flight(&self, request_id: &str) -> Result<InFlight, Refusal> {
         let taken = self.in_flight.lock().ok().and_then(|mut slot| {
             if slot.as_ref().is_some_and(|f| f.request_id == request_id) {
-                slot.take().map(|f| f.reply)
+                slot.take()
             } else {
                 None
             }
@@ -336,6 +339,7 @@ async fn next(state: &RuntimeApiState) -> ApiResponse {
         *slot = Some(InFlight {
             request_id: invocation.request_id.clone(),
             reply: delivery.reply,
+            stream: invocation.stream.clone(),
         });
     }
     // The invoke phase starts (init, including extensions' subscriptions, is over).
@@ -404,10 +408,18 @@ async fn response(
     state: &RuntimeApiState,
     request_id: &str,
 ) -> ApiResponse {
+    if let Some(mode) = req.headers().get(RESPONSE_MODE)
+        && !mode.as_bytes().eq_ignore_ascii_case(b"buffered")
+    {
+        if mode.as_bytes().eq_ignore_ascii_case(b"streaming") {
+            return streamed_response(req, state, request_id).await;
+        }
+        return invalid_response_mode(state, request_id, mode);
+    }
     let declared = content_length(&req);
     let body = read_body(req, MAX_RESPONSE_BYTES).await;
     let reply = match state.take_in_flight(request_id) {
-        Ok(reply) => reply,
+        Ok(flight) => flight.reply,
         Err(refusal) => return refusal.response(request_id),
     };
     match body {
@@ -439,6 +451,235 @@ async fn response(
     }
 }
 
+/// The header with which a runtime streams its response (`streaming`).
+const RESPONSE_MODE: &str = "lambda-runtime-function-response-mode";
+/// The trailer (or header) naming a streamed response's mid-stream error.
+const ERROR_TYPE: &str = "lambda-runtime-function-error-type";
+/// The trailer carrying a streamed response's error document, base64.
+const ERROR_BODY: &str = "lambda-runtime-function-error-body";
+
+/// A `/response` with a Response-Mode other than `streaming`: 400, and the invocation fails
+/// with `Runtime.InvalidResponseModeHeader`, as on AWS.
+fn invalid_response_mode(
+    state: &RuntimeApiState,
+    request_id: &str,
+    mode: &hyper::header::HeaderValue,
+) -> ApiResponse {
+    let mode = String::from_utf8_lossy(mode.as_bytes()).into_owned();
+    let flight = match state.take_in_flight(request_id) {
+        Ok(flight) => flight,
+        Err(refusal) => return refusal.response(request_id),
+    };
+    let message = format!("Invalid Lambda-Runtime-Function-Response-Mode header value: {mode}");
+    let document = serde_json::json!({
+        "errorType": "Runtime.InvalidResponseModeHeader",
+        "errorMessage": message,
+    });
+    let _ = flight
+        .reply
+        .send(Reply::Error(Bytes::from(document.to_string()), None));
+    error_response(StatusCode::BAD_REQUEST, "InvalidRequest", &message)
+}
+
+/// How long a broken streamed body waits to see whether the runtime exited.
+const EXIT_AFTER_BROKEN_STREAM: Duration = Duration::from_millis(250);
+
+/// Where the chunks of a streamed response go.
+enum Sink {
+    /// To the streaming caller, as they arrive.
+    Caller(ChunkSender),
+    /// Collected for a buffered caller (Invoke of a streaming function).
+    Buffer(Vec<u8>),
+    /// Nowhere: the streaming caller went away; the rest is read and dropped.
+    Gone,
+}
+
+/// How reading a streamed response ended, short of its trailers.
+enum StreamEnd {
+    Complete,
+    TooLarge,
+    Broken,
+}
+
+/// `/response` in streaming mode: a chunked body whose chunks are forwarded to the caller as
+/// they arrive, then optional trailers with a mid-stream error. Limited to 20 MiB for a
+/// streaming caller; a buffered caller gets the whole body within Invoke's limit.
+async fn streamed_response(
+    req: Request<Incoming>,
+    state: &RuntimeApiState,
+    request_id: &str,
+) -> ApiResponse {
+    let flight = match state.take_in_flight(request_id) {
+        Ok(flight) => flight,
+        Err(refusal) => return refusal.response(request_id),
+    };
+    let (limit, mut sink) = match flight.stream {
+        Some(sender) => (MAX_STREAMED_RESPONSE_BYTES, Sink::Caller(sender)),
+        None => (MAX_RESPONSE_BYTES, Sink::Buffer(Vec::new())),
+    };
+    tracing::debug!(request_id, "runtime streams its response");
+    let mut body = req.into_body();
+    let mut total = 0usize;
+    let mut trailers = None;
+    let mut body_error = None;
+    let end = loop {
+        let frame = match body.frame().await {
+            None => break StreamEnd::Complete,
+            Some(Err(e)) => {
+                tracing::debug!(request_id, "streamed response broken: {e}");
+                break StreamEnd::Broken;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(fields) = frame.into_trailers() {
+                    trailers = Some(fields);
+                }
+                continue;
+            }
+        };
+        if let Some(found) = error_lines_in_body(&data) {
+            body_error = Some(found);
+            continue;
+        }
+        total += data.len();
+        if total > limit {
+            break StreamEnd::TooLarge;
+        }
+        if data.is_empty() {
+            continue;
+        }
+        match &mut sink {
+            Sink::Caller(sender) => {
+                if sender.send(data).await.is_err() {
+                    tracing::debug!(request_id, "streaming caller went away");
+                    sink = Sink::Gone;
+                }
+            }
+            Sink::Buffer(buffer) => buffer.extend_from_slice(&data),
+            Sink::Gone => {}
+        }
+    };
+    match end {
+        StreamEnd::TooLarge if matches!(sink, Sink::Buffer(_)) => {
+            let _ = flight.reply.send(Reply::TooLarge(total));
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+            )
+        }
+        StreamEnd::TooLarge => {
+            let message = format!(
+                "Response payload size exceeded maximum allowed payload size ({MAX_STREAMED_RESPONSE_BYTES} bytes)."
+            );
+            let document = serde_json::json!({
+                "errorType": "Function.ResponseSizeTooLarge",
+                "errorMessage": message,
+            });
+            let _ = flight
+                .reply
+                .send(Reply::Error(Bytes::from(document.to_string()), None));
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &message,
+            )
+        }
+        StreamEnd::Broken => {
+            // A runtime that crashed mid-stream cuts its body: let the invocation end with
+            // the exit (Runtime.ExitError) rather than the broken body, as AWS reports it.
+            let mut status = state.status.subscribe();
+            let exited = tokio::time::timeout(
+                EXIT_AFTER_BROKEN_STREAM,
+                status.wait_for(EnvStatus::is_terminal),
+            )
+            .await;
+            if matches!(exited, Ok(Ok(_))) {
+                drop(flight.reply);
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    "Response body could not be read",
+                );
+            }
+            let _ = flight.reply.send(Reply::Error(
+                Bytes::from_static(
+                    br#"{"errorType":"Runtime.ResponseBodyError","errorMessage":"The runtime's streamed response body could not be read"}"#,
+                ),
+                None,
+            ));
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "Response body could not be read",
+            )
+        }
+        StreamEnd::Complete => {
+            let error_type = trailers.as_ref().and_then(|fields| {
+                fields
+                    .get(ERROR_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            });
+            let found = match error_type {
+                Some(error_type) => {
+                    let encoded = trailers
+                        .as_ref()
+                        .and_then(|fields| fields.get(ERROR_BODY))
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    Some((error_type, encoded))
+                }
+                None => body_error,
+            };
+            let reply = match found {
+                Some((error_type, encoded)) => {
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(encoded.trim_ascii())
+                        .unwrap_or(encoded);
+                    tracing::debug!(request_id, %error_type, "streamed response ended with an error");
+                    let document = error_document(&decoded, Some(&error_type), &error_type);
+                    Reply::Error(document, Some(error_type))
+                }
+                None => match sink {
+                    Sink::Buffer(buffer) => Reply::Response(Bytes::from(buffer)),
+                    Sink::Caller(_) | Sink::Gone => Reply::Response(Bytes::new()),
+                },
+            };
+            let _ = flight.reply.send(reply);
+            accepted()
+        }
+    }
+}
+
+/// The mid-stream error some runtime clients (Rust's `lambda_runtime`, Kotlin's) write as a
+/// last body chunk instead of trailers: `Lambda-Runtime-Function-Error-Type: <type>\r\n
+/// Lambda-Runtime-Function-Error-Body: <base64>\r\n`. Returns the type and the encoded body.
+fn error_lines_in_body(data: &[u8]) -> Option<(String, Vec<u8>)> {
+    const TYPE_PREFIX: &[u8] = b"Lambda-Runtime-Function-Error-Type: ";
+    const BODY_PREFIX: &[u8] = b"Lambda-Runtime-Function-Error-Body: ";
+    if !data.starts_with(TYPE_PREFIX) || data.len() > 64 * 1024 {
+        return None;
+    }
+    let text = std::str::from_utf8(data).ok()?;
+    let mut error_type = None;
+    let mut body = Vec::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if let Some(value) = line.strip_prefix("Lambda-Runtime-Function-Error-Type: ") {
+            error_type = Some(value.trim().to_string());
+        } else if let Some(value) = line.as_bytes().strip_prefix(BODY_PREFIX) {
+            body = value.trim_ascii().to_vec();
+        } else {
+            return None;
+        }
+    }
+    error_type.filter(|t| !t.is_empty()).map(|t| (t, body))
+}
+
 fn error_type_header(req: &Request<Incoming>) -> Option<String> {
     req.headers()
         .get("lambda-runtime-function-error-type")
@@ -450,7 +691,7 @@ async fn error(req: Request<Incoming>, state: &RuntimeApiState, request_id: &str
     let error_type = error_type_header(&req);
     let body = read_body(req, MAX_RESPONSE_BYTES).await.unwrap_or_default();
     let reply = match state.take_in_flight(request_id) {
-        Ok(reply) => reply,
+        Ok(flight) => flight.reply,
         Err(refusal) => return refusal.response(request_id),
     };
     let _ = reply.send(Reply::Error(body, error_type));
@@ -666,6 +907,18 @@ pub fn error_document(body: &[u8], error_type: Option<&str>, fallback_type: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_lines_written_as_body_data_are_recognised() {
+        let chunk = b"Lambda-Runtime-Function-Error-Type: Runtime.StreamError\r\nLambda-Runtime-Function-Error-Body: Ym9vbQ==\r\n";
+        let (error_type, body) = error_lines_in_body(chunk).unwrap();
+        assert_eq!(error_type, "Runtime.StreamError");
+        assert_eq!(body, b"Ym9vbQ==");
+        assert!(
+            error_lines_in_body(b"Lambda-Runtime-Function-Error-Type: X\r\nother text").is_none()
+        );
+        assert!(error_lines_in_body(b"ordinary data").is_none());
+    }
 
     #[test]
     fn error_documents_pass_through_or_are_built() {
