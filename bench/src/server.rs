@@ -61,6 +61,8 @@ impl Server {
             dir.path().join("data").display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            "--http-listen".into(),
+            format!("127.0.0.1:{}", free_port()?),
             "--sandbox".into(),
             options.sandbox.clone(),
             "--bridge-name".into(),

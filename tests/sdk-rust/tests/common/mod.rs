@@ -125,6 +125,9 @@ impl Server {
             .arg(data_dir.path().join("data"))
             .arg("--listen")
             .arg(addr.to_string())
+            // A function URL port of its own too: tests run servers in parallel.
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
             // Sandboxed (the default), with a bridge of its own: tests run servers in parallel.
             .arg("--bridge-name")
             .arg(format!("lbs{port}"))
