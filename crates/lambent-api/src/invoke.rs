@@ -47,6 +47,18 @@ pub(crate) fn client_context(req: &ApiRequest) -> Result<Option<String>, ApiErro
     Ok(Some(String::from_utf8_lossy(&decoded).into_owned()))
 }
 
+/// The `X-Amz-Log-Type` header of an invoke: true for `Tail`.
+pub(crate) fn log_tail(req: &ApiRequest) -> Result<bool, ApiError> {
+    match req.header("x-amz-log-type") {
+        None | Some("None") => Ok(false),
+        Some("Tail") => Ok(true),
+        Some(other) => Err(ApiError::invalid(format!(
+            "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: \
+             Member must satisfy enum value set: [None, Tail]"
+        ))),
+    }
+}
+
 /// Invoke: POST /2015-03-31/functions/{Fn}/invocations.
 pub(crate) async fn invoke(
     req: &ApiRequest,
@@ -54,16 +66,7 @@ pub(crate) async fn invoke(
     label: &str,
 ) -> Result<ApiReply, ApiError> {
     let invocation_type = invocation_type(req)?;
-    let log_tail = match req.header("x-amz-log-type") {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: \
-                 Member must satisfy enum value set: [None, Tail]"
-            )));
-        }
-    };
+    let log_tail = log_tail(req)?;
     let request = InvokeRequest {
         function: function_ref(req, label)?,
         invocation_type,

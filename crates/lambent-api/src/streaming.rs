@@ -22,7 +22,7 @@ use lambent_invoke::{InvocationType, InvokeError, InvokeRequest, StreamingInvoca
 use lambent_worker::InvocationResult;
 
 use crate::functions::function_ref;
-use crate::invoke::client_context;
+use crate::invoke::{client_context, log_tail};
 use crate::{ApiError, ApiReply, ApiRequest, ApiState};
 
 /// The Content-Type of an event stream.
@@ -166,16 +166,7 @@ pub(crate) async fn invoke_with_response_stream(
             )));
         }
     };
-    let log_tail = match req.header("x-amz-log-type") {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: \
-                 Member must satisfy enum value set: [None, Tail]"
-            )));
-        }
-    };
+    let log_tail = log_tail(req)?;
     let request = InvokeRequest {
         function: function_ref(req, label)?,
         invocation_type,
