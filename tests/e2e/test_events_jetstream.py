@@ -160,10 +160,14 @@ def delete_mappings():
 
 
 def read_records(path: Path) -> list[dict]:
+    """The complete lines of a record file: a function killed (or still writing) mid-line
+    leaves a last line without its newline, which is not a record yet."""
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
     except FileNotFoundError:
         return []
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def datas(record: dict) -> list[bytes]:
