@@ -321,6 +321,18 @@ pub(crate) fn lambda_target(
             };
             target(action, lambent_arn(arns, "schedule", name))
         }
+        (Method::POST, ["lambent", "apis"]) => target("lambent:CreateApi", star()),
+        (Method::POST, ["lambent", "apis", "import"]) => target("lambent:ImportApi", star()),
+        (Method::GET, ["lambent", "apis"]) => target("lambent:GetApis", star()),
+        (m, ["lambent", "apis", id, rest @ ..]) => {
+            let action = match (m, rest) {
+                (Method::GET, _) => "lambent:GetApi",
+                (Method::DELETE, []) => "lambent:DeleteApi",
+                (Method::PUT, ["import"]) => "lambent:ImportApi",
+                _ => "lambent:UpdateApi",
+            };
+            target(action, lambent_arn(arns, "api", id))
+        }
         (Method::GET, ["lambent", "s3-sources"]) => target("lambent:ListS3Sources", star()),
         (m, ["lambent", "s3-sources", name]) => {
             let action = match m {

@@ -7,12 +7,15 @@
 
 mod access;
 mod admin;
+mod apigw;
+mod apis;
 mod authz;
 mod error;
 mod functions;
 mod invoke;
 mod layers;
 mod logs;
+mod openapi;
 mod queue;
 mod s3_sources;
 mod schedules;
@@ -681,6 +684,9 @@ async fn route(req: &ApiRequest, state: &ApiState) -> Result<ApiReply, ApiError>
         return answer;
     }
     if let Some(answer) = s3_sources::route(req, state, &segments) {
+        return answer;
+    }
+    if let Some(answer) = apis::route(req, state, &segments) {
         return answer;
     }
     if let Some(answer) = admin::route(req, state, &segments) {

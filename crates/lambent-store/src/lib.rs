@@ -85,6 +85,9 @@ pub mod kinds {
     pub const S3_SOURCE: &str = "s3-source";
     /// A named connection to a broker (scope: `""`, key: name; `{"Url": …}`).
     pub const CONNECTION: &str = "connection";
+    /// An HTTP or WebSocket API with its routes, authorizers and stages (scope: `""`, key:
+    /// the API id).
+    pub const API: &str = "api";
     /// Usage of a function in one minute (key: the minute's epoch seconds, zero-padded to 12
     /// digits). Kept after the function is deleted, like Lambda's CloudWatch metrics.
     pub const USAGE: &str = "usage";
