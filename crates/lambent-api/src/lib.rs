@@ -13,6 +13,7 @@ mod authz;
 mod error;
 mod functions;
 mod invoke;
+mod jwt;
 mod layers;
 mod logs;
 mod openapi;

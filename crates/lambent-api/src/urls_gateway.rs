@@ -184,10 +184,13 @@ async fn handle(
 
 /// Where a request is going: the URL id, the path the function sees and the domain name.
 #[derive(Debug, PartialEq, Eq)]
-struct Address {
-    id: String,
-    raw_path: String,
-    domain_name: String,
+pub(crate) struct Address {
+    /// The URL (or API) id.
+    pub id: String,
+    /// The path the function sees.
+    pub raw_path: String,
+    /// `requestContext.domainName`.
+    pub domain_name: String,
 }
 
 fn is_url_id(label: &str) -> bool {
@@ -259,6 +262,10 @@ async fn serve_one(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if let Some(api) = crate::apigw::address(host.as_deref(), req.uri().path(), &state.arns.region)
+    {
+        return Ok(crate::apigw::serve(req, state, peer, request_id, api).await);
+    }
     let address =
         address(host.as_deref(), req.uri().path(), &state.arns.region).ok_or(UrlError::NotFound)?;
     let (function, alias, config) = find_config(state, &address.id)?;
@@ -422,19 +429,19 @@ async fn serve_one(
 }
 
 /// What goes into a payload-format-2.0 event.
-struct EventInput<'a> {
-    parts: &'a http::request::Parts,
-    body: &'a [u8],
-    address: &'a Address,
-    peer: SocketAddr,
-    request_id: &'a str,
-    account_id: &'a str,
-    caller: Option<&'a Caller>,
-    now: SystemTime,
+pub(crate) struct EventInput<'a> {
+    pub parts: &'a http::request::Parts,
+    pub body: &'a [u8],
+    pub address: &'a Address,
+    pub peer: SocketAddr,
+    pub request_id: &'a str,
+    pub account_id: &'a str,
+    pub caller: Option<&'a Caller>,
+    pub now: SystemTime,
 }
 
 /// Content types whose bodies pass as text; any other body is base64-encoded.
-fn is_text(content_type: Option<&str>) -> bool {
+pub(crate) fn is_text(content_type: Option<&str>) -> bool {
     let Some(content_type) = content_type else {
         return true;
     };
@@ -456,7 +463,7 @@ fn is_text(content_type: Option<&str>) -> bool {
 }
 
 /// Percent-decodes a query component (`+` is a space, as in forms).
-fn decode_component(raw: &str) -> String {
+pub(crate) fn decode_component(raw: &str) -> String {
     let spaced = raw.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8_lossy()
@@ -464,7 +471,7 @@ fn decode_component(raw: &str) -> String {
 }
 
 /// `12/Mar/2020:19:03:58 +0000`.
-fn request_time(at: SystemTime) -> String {
+pub(crate) fn request_time(at: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -481,7 +488,7 @@ fn request_time(at: SystemTime) -> String {
 }
 
 /// The payload-format-2.0 event Lambda sends a function behind a URL.
-fn event(input: &EventInput<'_>) -> Value {
+pub(crate) fn event(input: &EventInput<'_>) -> Value {
     let parts = input.parts;
     let mut headers = Map::new();
     let mut cookies = Vec::new();
@@ -638,7 +645,7 @@ fn append_header(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(),
 
 /// Maps a function's result to the HTTP response: an object with `statusCode` is a
 /// response; anything else is a 200 `application/json` body.
-fn http_response(payload: &[u8]) -> Result<Response<Full<Bytes>>, String> {
+pub(crate) fn http_response(payload: &[u8]) -> Result<Response<Full<Bytes>>, String> {
     let parsed: Option<Value> = serde_json::from_slice(payload).ok();
     let Some(Value::Object(object)) = parsed
         .as_ref()
@@ -748,7 +755,7 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// The answer to a preflight: what the config allows, nothing when the origin is not allowed.
-fn preflight_headers(cors: &Value, origin: &str, headers: &mut HeaderMap) {
+pub(crate) fn preflight_headers(cors: &Value, origin: &str, headers: &mut HeaderMap) {
     let Some(allow_origin) = allowed_origin(cors, origin) else {
         return;
     };
@@ -775,7 +782,7 @@ fn preflight_headers(cors: &Value, origin: &str, headers: &mut HeaderMap) {
 }
 
 /// The CORS headers of an ordinary response (they replace any the function set).
-fn response_cors_headers(cors: &Value, origin: &str, headers: &mut HeaderMap) {
+pub(crate) fn response_cors_headers(cors: &Value, origin: &str, headers: &mut HeaderMap) {
     let Some(allow_origin) = allowed_origin(cors, origin) else {
         return;
     };

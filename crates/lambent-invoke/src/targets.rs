@@ -892,6 +892,34 @@ fn webhook_client() -> Result<HttpsClient, String> {
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
+/// GETs `url` (`http://` or `https://`) and returns its body, at most `limit` bytes, within
+/// `timeout`; used for documents such as a JWT issuer's signing keys.
+pub async fn fetch_url(url: &str, limit: usize, timeout: Duration) -> Result<Bytes, String> {
+    let client = webhook_client()?;
+    let uri: Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let request = Request::get(uri)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("bad request for {url}: {e}"))?;
+    let fetch = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url} answered {}", response.status()));
+        }
+        Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| format!("GET {url}: {e}"))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| format!("GET {url} took longer than {timeout:?}"))?
+}
+
 /// The webhook `POST`: body, JSON content type, `X-Lambent-<Name>` attribute headers, and
 /// Basic authentication from the URL's user info (which is taken out of the URL).
 fn webhook_request(url: &str, message: &Message) -> Result<Request<Full<Bytes>>, DeliveryError> {

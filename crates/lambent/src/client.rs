@@ -33,6 +33,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 mod admin;
+mod apis;
 mod queue;
 mod sources;
 
@@ -99,6 +100,9 @@ pub enum ClientCommand {
     /// Administer users, access keys, policies, roles; read the audit log.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Manage HTTP and WebSocket APIs: routes to functions, authorizers, stages, deployments.
+    #[command(subcommand)]
+    Api(apis::ApiCommand),
 }
 
 /// Arguments of `lambent logs`.
@@ -236,6 +240,7 @@ pub async fn run(
         ClientCommand::Schedule(command) => sources::schedule(&client, &command, output).await,
         ClientCommand::S3Source(command) => sources::s3_source(&client, &command, output).await,
         ClientCommand::Admin(command) => admin::run(&client, &command, output).await,
+        ClientCommand::Api(command) => apis::run(&client, &command, output).await,
     }
 }
 
