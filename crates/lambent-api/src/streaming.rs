@@ -324,6 +324,39 @@ async fn pump(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn channel_bodies_end_cleanly_unless_cut() {
+        use http_body_util::BodyExt;
+
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = ChannelBody::new(rx);
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        drop(tx);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"a"));
+        assert!(body.frame().await.is_none());
+
+        // a cuttable body whose cut signal is dropped ends cleanly
+        let (tx, rx) = mpsc::channel(4);
+        let (cut, signal) = oneshot::channel::<()>();
+        let mut body = ChannelBody::cuttable(rx, signal);
+        tx.send(Bytes::from_static(b"b")).await.unwrap();
+        drop((tx, cut));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.is_none());
+
+        // a cut one ends with an error after the blocks already sent
+        let (tx, rx) = mpsc::channel(4);
+        let (cut, signal) = oneshot::channel();
+        let mut body = ChannelBody::cuttable(rx, signal);
+        tx.send(Bytes::from_static(b"c")).await.unwrap();
+        cut.send(()).unwrap();
+        drop(tx);
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(body.frame().await.is_none());
+    }
+
     #[test]
     fn crc32_matches_zlib() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
