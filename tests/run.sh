@@ -10,6 +10,8 @@
 #   CARGO_TARGET_DIR          honoured (binaries are looked up through cargo metadata)
 #   LAMBENT_TEST_VENV         virtualenv for the e2e clients (default: <repo>/.venv)
 #   LAMBENT_TEST_VENV_PYTHON  interpreter that creates it (default: python3.11, else python3 >= 3.10)
+#   LAMBENT_TEST_PKG_CACHE    npm/PyPI packages of the web-adapter tests, fetched on first use
+#                             (default: ~/.cache/lambent-e2e-packages; needs npm and the registries)
 #   PYTEST_ARGS               extra arguments for pytest (e.g. "-k invoke -x")
 #   LAMBENT_TEST_AWS_CLI      an `aws` (e.g. v2) to use instead of the pinned awscli v1
 set -euo pipefail
@@ -117,7 +119,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]] ||
-    ! "$venv/bin/python" -c 'import boto3, awscli, awslambdaric, pytest' 2>/dev/null; then
+    ! "$venv/bin/python" -c 'import boto3, awscli, awslambdaric, pytest, requests' 2>/dev/null; then
     echo "installing $(grep -v '^#' "$requirements" | tr '\n' ' ')"
     pip_log="$(mktemp)"
     if ! "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \

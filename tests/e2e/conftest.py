@@ -118,3 +118,26 @@ def pytest_runtest_makereport(item, call):
     if call.when == "call" and call.excinfo is not None and "server" in getattr(item, "funcargs", {}):
         srv = item.funcargs["server"]
         item.add_report_section("call", "lambent server log (tail)", srv.log_tail(40))
+
+
+@pytest.fixture(scope="session")
+def web_app_functions(lam, venv_python) -> dict[str, str]:
+    """Deploys the unmodified web apps of tests/e2e/apps once per session (dependencies
+    fetched from npm and PyPI on first use, see web_apps.py) and returns their function
+    names: {"express": Express + serverless-http on nodejs20.x, "starlette": Starlette +
+    Mangum on awslambdaric}. Any HTTP front end (function URL, HTTP API) can call them."""
+    import web_apps
+
+    names = {"express": h.uniq("web-express"), "starlette": h.uniq("web-starlette")}
+    h.create_function(lam, names["express"], web_apps.express_zip(), "nodejs20.x", "index.handler", Timeout=10, MemorySize=256)
+    h.create_function(
+        lam,
+        names["starlette"],
+        web_apps.starlette_zip(),
+        "provided.al2023",
+        "app.handler",
+        env={"LAMBENT_TEST_PYTHON": venv_python},
+        Timeout=10,
+        MemorySize=256,
+    )
+    return names

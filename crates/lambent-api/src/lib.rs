@@ -27,6 +27,7 @@ pub mod sigv4;
 mod streaming;
 pub mod tls;
 mod urls_gateway;
+mod urls_streaming;
 mod usage;
 mod versions;
 
@@ -82,6 +83,9 @@ pub struct ApiState {
     pub sessions: sessions::Sessions,
     /// Port of the function URL gateway, for the FunctionUrl of URL configs.
     pub url_port: u16,
+    /// Time an HTTP client of the gateway gets to send a request's headers (slow clients
+    /// are cut off).
+    pub http_header_timeout: std::time::Duration,
 }
 
 /// A parsed request handed to an operation.
@@ -156,7 +160,7 @@ impl ApiReply {
 }
 
 /// A response body: whole, or streamed as produced.
-type ApiBody = Either<Full<Bytes>, streaming::ChannelBody>;
+pub(crate) type ApiBody = Either<Full<Bytes>, streaming::ChannelBody>;
 
 /// What the API knows of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -286,7 +290,7 @@ async fn handle(
     let response = match result {
         Ok(reply) => {
             let body = match reply.stream {
-                Some(stream) => Either::Right(streaming::ChannelBody(stream)),
+                Some(stream) => Either::Right(streaming::ChannelBody::new(stream)),
                 None => Either::Left(Full::new(reply.body)),
             };
             let mut response = Response::new(body);

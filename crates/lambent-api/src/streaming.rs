@@ -7,7 +7,7 @@
 //! `PayloadChunk` events as they arrive; the last event is `InvokeComplete` with
 //! `ErrorCode`, `ErrorDetails` and `LogResult`.
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -32,19 +32,59 @@ pub(crate) const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.event
 const FRAMES_IN_FLIGHT: usize = 16;
 
 /// A response body fed by a channel of byte blocks, sent as they come.
-pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Bytes>);
+///
+/// A body made with [`ChannelBody::cuttable`] can be cut short: when its cut signal fires
+/// before the channel closes, the body ends with an error, so the server closes the
+/// connection without ending the chunked body (the client sees a truncated response).
+pub(crate) struct ChannelBody {
+    blocks: mpsc::Receiver<Bytes>,
+    cut: Option<oneshot::Receiver<()>>,
+}
+
+/// The error with which a cut [`ChannelBody`] ends.
+#[derive(Debug, thiserror::Error)]
+#[error("the response stream was cut short")]
+pub(crate) struct StreamCut;
+
+impl ChannelBody {
+    /// A body that ends when the channel closes.
+    pub(crate) fn new(blocks: mpsc::Receiver<Bytes>) -> Self {
+        Self { blocks, cut: None }
+    }
+
+    /// A body that ends when the channel closes, cleanly unless `cut` was sent first.
+    pub(crate) fn cuttable(blocks: mpsc::Receiver<Bytes>, cut: oneshot::Receiver<()>) -> Self {
+        Self {
+            blocks,
+            cut: Some(cut),
+        }
+    }
+}
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = StreamCut;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|next| next.map(|b| Ok(Frame::data(b))))
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
+        match self.blocks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(block)) => Poll::Ready(Some(Ok(Frame::data(block)))),
+            Poll::Ready(None) => {
+                let Some(cut) = self.cut.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                match Pin::new(cut).poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(fired) => {
+                        self.cut = None;
+                        Poll::Ready(fired.is_ok().then_some(Err(StreamCut)))
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -184,6 +224,7 @@ pub(crate) async fn invoke_with_response_stream(
         executed_version,
         mut chunks,
         mut outcome,
+        ..
     } = state.invoker.invoke_streaming(request)?;
     let first = tokio::select! {
         biased;
@@ -282,6 +323,39 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn channel_bodies_end_cleanly_unless_cut() {
+        use http_body_util::BodyExt;
+
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = ChannelBody::new(rx);
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        drop(tx);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"a"));
+        assert!(body.frame().await.is_none());
+
+        // a cuttable body whose cut signal is dropped ends cleanly
+        let (tx, rx) = mpsc::channel(4);
+        let (cut, signal) = oneshot::channel::<()>();
+        let mut body = ChannelBody::cuttable(rx, signal);
+        tx.send(Bytes::from_static(b"b")).await.unwrap();
+        drop((tx, cut));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.is_none());
+
+        // a cut one ends with an error after the blocks already sent
+        let (tx, rx) = mpsc::channel(4);
+        let (cut, signal) = oneshot::channel();
+        let mut body = ChannelBody::cuttable(rx, signal);
+        tx.send(Bytes::from_static(b"c")).await.unwrap();
+        cut.send(()).unwrap();
+        drop(tx);
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(body.frame().await.is_none());
+    }
 
     #[test]
     fn crc32_matches_zlib() {

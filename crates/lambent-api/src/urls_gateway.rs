@@ -1,6 +1,7 @@
 //! The function URL gateway: a public HTTP listener (`lambent serve --http-listen`) that
 //! turns requests to a function URL into payload-format-2.0 events, invokes the function
-//! synchronously (BUFFERED invoke mode) and maps its answer back to HTTP, as Lambda does.
+//! synchronously and maps its answer back to HTTP, as Lambda does. URLs in the
+//! `RESPONSE_STREAM` invoke mode stream the answer instead (`urls_streaming`).
 //!
 //! A URL is addressed by its Host (`<url-id>.lambda-url.<region>.localhost[:port]`) or, for
 //! clients that cannot resolve such names, by its path (`/<url-id>/rest/of/path`, the
@@ -17,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,18 +31,15 @@ use lambent_types::{FunctionRef, Qualifier};
 
 use crate::access::{self, Caller};
 use crate::authz::Target;
-use crate::{ApiState, AuthMode, Signed};
+use crate::{ApiBody, ApiState, AuthMode, Signed};
 
 /// Largest request body a URL accepts: Lambda's 6 MB synchronous payload.
 const MAX_URL_BODY_BYTES: usize = 6 * 1024 * 1024;
 
-/// Time a client gets to send a request's headers (slow clients are cut off).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Why a URL request got no answer from the function, with the status and `Message` Lambda
 /// uses for it.
 #[derive(Debug, thiserror::Error)]
-enum UrlError {
+pub(crate) enum UrlError {
     /// No function URL at this address.
     #[error("Not Found")]
     NotFound,
@@ -133,6 +131,7 @@ pub async fn serve_urls(
             next = accepted.recv() => {
                 let Some((stream, peer)) = next else { break };
                 let state = state.clone();
+                let header_timeout = state.http_header_timeout;
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -141,7 +140,7 @@ pub async fn serve_urls(
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     builder
                         .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT);
+                        .header_read_timeout(header_timeout);
                     let connection = builder
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                     let _ = watcher.watch(connection).await;
@@ -165,7 +164,7 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<ApiState>,
     peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ApiBody>, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -173,7 +172,7 @@ async fn handle(
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%peer, %method, %path, status = %error.status(), "function URL: {error}");
-            error.response()
+            error.response().map(Either::Left)
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -256,7 +255,7 @@ async fn serve_one(
     state: &ApiState,
     peer: SocketAddr,
     request_id: &str,
-) -> Result<Response<Full<Bytes>>, UrlError> {
+) -> Result<Response<ApiBody>, UrlError> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -292,7 +291,7 @@ async fn serve_one(
     {
         let mut response = Response::new(Full::new(Bytes::new()));
         preflight_headers(cors, origin, response.headers_mut());
-        return Ok(response);
+        return Ok(response.map(Either::Left));
     }
 
     let (parts, body) = req.into_parts();
@@ -390,33 +389,23 @@ async fn serve_one(
             .map(str::to_owned),
         request_id: request_id.to_string(),
     };
-    let output = state.invoker.invoke(request).await.map_err(|e| match e {
-        InvokeError::Throttled(_) => UrlError::Throttled,
-        InvokeError::TooLarge(_) => UrlError::TooLarge,
-        InvokeError::NotFound(_) => UrlError::NotFound,
-        InvokeError::Unavailable(_) => UrlError::Unavailable,
-        other => {
-            tracing::warn!(%function, "function URL invocation failed: {other}");
-            UrlError::Internal
+    if config.get("InvokeMode").and_then(Value::as_str) == Some("RESPONSE_STREAM") {
+        let mut response = crate::urls_streaming::respond(state, &function, request).await?;
+        if let (Some(cors), Some(origin)) = (&cors, &origin) {
+            response_cors_headers(cors, origin, response.headers_mut());
         }
-    })?;
+        return Ok(response);
+    }
+    let output = state
+        .invoker
+        .invoke(request)
+        .await
+        .map_err(|e| invoke_error(&function, e))?;
     let InvokeOutput::Completed { result, .. } = output else {
         return Err(UrlError::Internal);
     };
     if result.function_error {
-        let timed_out = serde_json::from_slice::<Value>(&result.body)
-            .ok()
-            .and_then(|v| {
-                v.get("errorType")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .is_some_and(|t| t == "Sandbox.Timedout");
-        return Err(if timed_out {
-            UrlError::Timeout
-        } else {
-            UrlError::FunctionError
-        });
+        return Err(function_failure(&result.body));
     }
     let mut response = http_response(&result.body).map_err(|why| {
         tracing::info!(%function, "function URL response is invalid: {why}");
@@ -425,7 +414,38 @@ async fn serve_one(
     if let (Some(cors), Some(origin)) = (&cors, &origin) {
         response_cors_headers(cors, origin, response.headers_mut());
     }
-    Ok(response)
+    Ok(response.map(Either::Left))
+}
+
+/// The answer to an invocation the invoker refused (or could not run).
+pub(crate) fn invoke_error(function: &str, error: InvokeError) -> UrlError {
+    match error {
+        InvokeError::Throttled(_) => UrlError::Throttled,
+        InvokeError::TooLarge(_) => UrlError::TooLarge,
+        InvokeError::NotFound(_) => UrlError::NotFound,
+        InvokeError::Unavailable(_) => UrlError::Unavailable,
+        other => {
+            tracing::warn!(%function, "function URL invocation failed: {other}");
+            UrlError::Internal
+        }
+    }
+}
+
+/// The answer to a failed function, from its error document: 504 for a timeout, else 502.
+pub(crate) fn function_failure(error_document: &[u8]) -> UrlError {
+    let timed_out = serde_json::from_slice::<Value>(error_document)
+        .ok()
+        .and_then(|v| {
+            v.get("errorType")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .is_some_and(|t| t == "Sandbox.Timedout");
+    if timed_out {
+        UrlError::Timeout
+    } else {
+        UrlError::FunctionError
+    }
 }
 
 /// What goes into a payload-format-2.0 event.
@@ -626,7 +646,7 @@ pub(crate) fn event(input: &EventInput<'_>) -> Value {
 }
 
 /// A header value of a response object as text (numbers and booleans are written out).
-fn header_text(value: &Value) -> Option<String> {
+pub(crate) fn header_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -635,7 +655,12 @@ fn header_text(value: &Value) -> Option<String> {
     }
 }
 
-fn append_header(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(), String> {
+/// Appends a header given by a function, refusing names and values that are not HTTP.
+pub(crate) fn append_header(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
     let name =
         HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
     let value = HeaderValue::from_str(value).map_err(|_| format!("bad value for header {name}"))?;

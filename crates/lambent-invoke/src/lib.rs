@@ -81,6 +81,9 @@ pub struct StreamingInvocation {
     /// How the invocation ended (a streamed response's result has an empty body), or why it
     /// did not run (a throttle).
     pub outcome: tokio::sync::oneshot::Receiver<Result<InvocationResult, InvokeError>>,
+    /// The Content-Type the runtime gave its response: set before the first chunk arrives
+    /// (and before the outcome of a buffered answer); unset if the function never answered.
+    pub content_type: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Why an invocation was refused before it ran.
@@ -317,16 +320,22 @@ impl Invoker {
         let config = self.resolve(&request.function)?;
         let (chunk_tx, chunks) = tokio::sync::mpsc::channel(STREAM_CHANNEL_CHUNKS);
         let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
+        let content_type = Arc::new(std::sync::OnceLock::new());
+        let sender = ChunkSender {
+            chunks: chunk_tx,
+            content_type: content_type.clone(),
+        };
         let executed_version = config.version.clone();
         let invoker = self.clone();
         tokio::spawn(async move {
-            let result = invoker.run(&config, &request, Some(chunk_tx)).await;
+            let result = invoker.run(&config, &request, Some(sender)).await;
             let _ = outcome_tx.send(result);
         });
         Ok(StreamingInvocation {
             executed_version,
             chunks,
             outcome,
+            content_type,
         })
     }
 

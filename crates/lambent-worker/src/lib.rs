@@ -43,8 +43,16 @@ pub struct Invocation {
     pub stream: Option<ChunkSender>,
 }
 
-/// The sending half of a streamed response's chunks.
-pub type ChunkSender = tokio::sync::mpsc::Sender<Bytes>;
+/// The sending half of a streamed response: its chunks, and the Content-Type the runtime
+/// gave the response, set before the first chunk is sent.
+#[derive(Debug, Clone)]
+pub struct ChunkSender {
+    /// The response's chunks, as the runtime sends them.
+    pub chunks: tokio::sync::mpsc::Sender<Bytes>,
+    /// The runtime's `Content-Type` for the response (streamed or buffered), set once the
+    /// runtime starts answering and before any chunk goes out.
+    pub content_type: std::sync::Arc<std::sync::OnceLock<String>>,
+}
 
 /// The most a streamed response may carry (20 MiB, as AWS allows).
 pub const MAX_STREAMED_RESPONSE_BYTES: usize = 20 * 1024 * 1024;

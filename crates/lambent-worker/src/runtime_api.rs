@@ -394,6 +394,15 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyEr
     }
 }
 
+/// The Content-Type a runtime gave its response (`application/octet-stream` without one).
+fn response_content_type(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string()
+}
+
 fn content_length(req: &Request<Incoming>) -> Option<usize> {
     req.headers()
         .get(hyper::header::CONTENT_LENGTH)?
@@ -417,9 +426,15 @@ async fn response(
         return invalid_response_mode(state, request_id, mode);
     }
     let declared = content_length(&req);
+    let content_type = response_content_type(&req);
     let body = read_body(req, MAX_RESPONSE_BYTES).await;
     let reply = match state.take_in_flight(request_id) {
-        Ok(flight) => flight.reply,
+        Ok(flight) => {
+            if let Some(stream) = &flight.stream {
+                let _ = stream.content_type.set(content_type);
+            }
+            flight.reply
+        }
         Err(refusal) => return refusal.response(request_id),
     };
     match body {
@@ -487,7 +502,7 @@ const EXIT_AFTER_BROKEN_STREAM: Duration = Duration::from_millis(250);
 /// Where the chunks of a streamed response go.
 enum Sink {
     /// To the streaming caller, as they arrive.
-    Caller(ChunkSender),
+    Caller(tokio::sync::mpsc::Sender<Bytes>),
     /// Collected for a buffered caller (Invoke of a streaming function).
     Buffer(Vec<u8>),
     /// Nowhere: the streaming caller went away; the rest is read and dropped.
@@ -514,7 +529,10 @@ async fn streamed_response(
         Err(refusal) => return refusal.response(request_id),
     };
     let (limit, mut sink) = match flight.stream {
-        Some(sender) => (MAX_STREAMED_RESPONSE_BYTES, Sink::Caller(sender)),
+        Some(sender) => {
+            let _ = sender.content_type.set(response_content_type(&req));
+            (MAX_STREAMED_RESPONSE_BYTES, Sink::Caller(sender.chunks))
+        }
         None => (MAX_RESPONSE_BYTES, Sink::Buffer(Vec::new())),
     };
     tracing::debug!(request_id, "runtime streams its response");

@@ -128,6 +128,15 @@ pub struct ServeArgs {
     /// Seconds between writes of the per-minute usage counters to the store.
     #[arg(long, env = "LAMBENT_USAGE_FLUSH_SECS", default_value_t = 10)]
     usage_flush_secs: u64,
+    /// Seconds an HTTP client of the function URL gateway gets to send its request headers;
+    /// slower clients (slowloris) are disconnected.
+    #[arg(
+        long,
+        env = "LAMBENT_HTTP_HEADER_TIMEOUT",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    http_header_timeout: u64,
 }
 
 /// Isolation levels of `--sandbox`.
@@ -388,6 +397,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         logs,
         sessions,
         url_port: url_address.port(),
+        http_header_timeout: Duration::from_secs(args.http_header_timeout),
     });
 
     println!("Lambent listening on {endpoint}");

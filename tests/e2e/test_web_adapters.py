@@ -1,0 +1,104 @@
+"""Unmodified web apps behind function URLs through the adapters people use: an Express
+app wrapped by `serverless-http` on the Node runtime, and a Starlette app wrapped by
+`Mangum` run by awslambdaric. The packages come from npm and PyPI (see web_apps.py);
+Python `requests` drives routing, path parameters, query strings, JSON bodies, status
+codes, headers, cookies and redirects through the URL.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from test_function_urls import make_public, url_id
+
+
+@pytest.fixture(scope="module")
+def app_urls(lam, server, web_app_functions) -> dict[str, str]:
+    """A public BUFFERED function URL base per app ({"express": "http://…/<id>", …})."""
+    urls = {}
+    for kind, name in web_app_functions.items():
+        created = lam.create_function_url_config(FunctionName=name, AuthType="NONE")
+        make_public(lam, name)
+        urls[kind] = f"http://127.0.0.1:{server.url_port}/{url_id(created['FunctionUrl'])}"
+    return urls
+
+
+@pytest.fixture(params=["express", "starlette"])
+def base(request, app_urls) -> str:
+    return app_urls[request.param]
+
+
+def test_routing_and_plain_text(base):
+    resp = requests.get(f"{base}/health", timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.text == "ok"
+    assert resp.headers["content-type"].startswith("text/")
+
+
+def test_path_parameters_and_404(base):
+    resp = requests.get(f"{base}/items/1", timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.json()["name"] == "first"
+    assert resp.headers["x-item-id"] == "1"
+    resp = requests.get(f"{base}/items/999", timeout=30)
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "no item 999"}
+    # a route the app does not have: the framework's own 404
+    assert requests.get(f"{base}/no/such/route", timeout=30).status_code == 404
+
+
+def test_query_strings(base):
+    resp = requests.get(f"{base}/items", params=[("q", "a b&c"), ("tag", "x"), ("tag", "y")], timeout=30)
+    assert resp.status_code == 200, resp.text
+    query = resp.json()["query"]
+    # Express gives one value as a string and repeats as a list; Starlette always lists
+    assert query["q"] in ("a b&c", ["a b&c"])
+    assert query["tag"] == ["x", "y"]
+
+
+def test_json_bodies_and_status_codes(base):
+    resp = requests.post(f"{base}/items", json={"name": "widget", "tags": ["new", "ünïcode"]}, timeout=30)
+    assert resp.status_code == 201, resp.text
+    created = resp.json()
+    assert created["name"] == "widget" and created["tags"] == ["new", "ünïcode"]
+    assert resp.headers["location"] == f"/items/{created['id']}"
+    assert requests.get(f"{base}/items/{created['id']}", timeout=30).json()["name"] == "widget"
+    resp = requests.post(f"{base}/items", json={"nameless": True}, timeout=30)
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "name is required"}
+    assert requests.delete(f"{base}/items/{created['id']}", timeout=30).status_code == 204
+    assert requests.delete(f"{base}/items/{created['id']}", timeout=30).status_code == 404
+
+
+def test_request_headers_and_cookies_reach_the_app(base):
+    resp = requests.get(
+        f"{base}/headers", headers={"X-Custom": "hello", "Cookie": "a=1; b=two"}, timeout=30
+    )
+    assert resp.status_code == 200, resp.text
+    got = resp.json()
+    assert got["custom"] == "hello"
+    assert got["method"] == "GET"
+    assert got["path"] == "/headers"
+    if "cookies" in got:
+        assert got["cookies"] == {"a": "1", "b": "two"}
+    else:
+        assert got["cookie"] == "a=1; b=two"
+
+
+def test_response_cookies_become_set_cookie_headers(base):
+    resp = requests.get(f"{base}/login", timeout=30)
+    assert resp.status_code == 204, resp.text
+    set_cookies = resp.raw.headers.getlist("set-cookie")
+    assert len(set_cookies) == 2, set_cookies
+    session = next(c for c in set_cookies if c.startswith("session=abc123"))
+    assert "httponly" in session.lower()
+    assert any(c.startswith("theme=dark") for c in set_cookies)
+    assert resp.cookies.get("session") == "abc123"
+
+
+def test_redirects(base):
+    resp = requests.get(f"{base}/redirect", allow_redirects=False, timeout=30)
+    assert resp.status_code == 302
+    assert resp.headers["location"] == "/items/1"
