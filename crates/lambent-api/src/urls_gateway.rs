@@ -263,7 +263,9 @@ async fn serve_one(
         .map(str::to_owned);
     if let Some(api) = crate::apigw::address(host.as_deref(), req.uri().path(), &state.arns.region)
     {
-        return Ok(crate::apigw::serve(req, state, peer, request_id, api).await);
+        return Ok(crate::apigw::serve(req, state, peer, request_id, api)
+            .await
+            .map(Either::Left));
     }
     let address =
         address(host.as_deref(), req.uri().path(), &state.arns.region).ok_or(UrlError::NotFound)?;
