@@ -213,9 +213,11 @@ def test_scale_out_to_200_environments_then_reuse(server):
     name = h.uniq("scale")
     h.create_function(client, name, h.rust_zip(), "provided.al2023", "bootstrap", Timeout=60)
 
+    # Each invoke holds its environment for 4 s, longer than a loaded 2-core machine takes
+    # to send all 200 requests, so the burst's invokes overlap.
     def burst():
         with ThreadPoolExecutor(200) as pool:
-            return list(pool.map(lambda _: h.invoke_ok(client, name, {"sleep_ms": 2000})[1]["pid"], range(200)))
+            return list(pool.map(lambda _: h.invoke_ok(client, name, {"sleep_ms": 4000})[1]["pid"], range(200)))
 
     first = burst()
     assert len(set(first)) >= 190, f"about one environment per concurrent invoke, got {len(set(first))}"
