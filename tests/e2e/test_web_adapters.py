@@ -1,8 +1,8 @@
-"""Unmodified web apps behind function URLs through the adapters people use: an Express
-app wrapped by `serverless-http` on the Node runtime, and a Starlette app wrapped by
-`Mangum` run by awslambdaric. The packages come from npm and PyPI (see web_apps.py);
-Python `requests` drives routing, path parameters, query strings, JSON bodies, status
-codes, headers, cookies and redirects through the URL.
+"""Unmodified web apps behind function URLs and HTTP APIs (payload 2.0 and 1.0) through the
+adapters people use: an Express app wrapped by `serverless-http` on the Node runtime, and a
+Starlette app wrapped by `Mangum` run by awslambdaric. The packages come from npm and PyPI
+(see web_apps.py); Python `requests` drives routing, path parameters, query strings, JSON
+bodies, status codes, headers, cookies and redirects through each front end.
 """
 
 from __future__ import annotations
@@ -24,9 +24,35 @@ def app_urls(lam, server, web_app_functions) -> dict[str, str]:
     return urls
 
 
-@pytest.fixture(params=["express", "starlette"])
-def base(request, app_urls) -> str:
-    return app_urls[request.param]
+@pytest.fixture(scope="module")
+def app_apis(server, web_app_functions) -> dict[str, str]:
+    """HTTP APIs in front of each app: `api2-<app>` (quick create: payload 2.0 on the
+    `$default` stage) and `api1-<app>` (a `$default` route with payload format 1.0)."""
+    from test_lambent_cli import as_json, lambent
+
+    def api(*args):
+        return as_json(lambent(server, "api", *args, "--output", "json"))
+
+    bases = {}
+    for kind, name in web_app_functions.items():
+        api_id = api("create", f"web2-{kind}", "--target", name)["ApiId"]
+        bases[f"api2-{kind}"] = f"http://127.0.0.1:{server.url_port}/{api_id}"
+        api_id = api("create", f"web1-{kind}")["ApiId"]
+        api("route", "add", api_id, "$default", "--target", name, "--payload-format", "1.0")
+        api("deploy", api_id)
+        bases[f"api1-{kind}"] = f"http://127.0.0.1:{server.url_port}/{api_id}"
+    return bases
+
+
+@pytest.fixture(
+    params=["url-express", "url-starlette", "api2-express", "api2-starlette", "api1-express", "api1-starlette"]
+)
+def base(request) -> str:
+    """The app's base address behind a function URL or an HTTP API (payload 2.0 or 1.0)."""
+    front, kind = request.param.split("-")
+    if front == "url":
+        return request.getfixturevalue("app_urls")[kind]
+    return request.getfixturevalue("app_apis")[request.param]
 
 
 def test_routing_and_plain_text(base):
