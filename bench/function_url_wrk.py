@@ -1,9 +1,12 @@
-"""Function URL throughput and latency with wrk (issue 10, item 5).
+"""HTTP-in throughput and latency with wrk (issue 10, item 5): function URLs (BUFFERED and
+RESPONSE_STREAM) and an HTTP API, in front of one trivial function.
 
 Starts a release `lambent serve` (sandboxed, default network), creates the Rust echo
-function with a public (AuthType NONE) function URL, and runs `wrk --latency` against the
-URL's path-based address at 1, 8 and 64 connections, 10 s each. Writes
-bench/results/function-url.json. Needs root, wrk (`apt-get install wrk`) and a release build:
+function with a public (AuthType NONE) function URL, a second public URL in RESPONSE_STREAM
+mode on an alias, and an HTTP API (quick create: payload 2.0, `$default` stage), then runs
+`wrk --latency` against each path-based address at 1, 8 and 64 connections, 10 s each.
+Writes bench/results/function-url.json. Needs root, wrk (`apt-get install wrk`) and a
+release build:
 
     cargo build --release -p lambent -p lambent-testfn-echo
     sudo .venv/bin/python bench/function_url_wrk.py [--bin target/release/lambent]
@@ -67,23 +70,46 @@ def main() -> None:
             FunctionName="urlbench", Runtime="provided.al2023", Handler="bootstrap", Role=h.ROLE,
             Code={"ZipFile": echo_zip(binary.parent / "bootstrap")}, MemorySize=128,
         )
-        url = lam.create_function_url_config(FunctionName="urlbench", AuthType="NONE")["FunctionUrl"]
         lam.add_permission(FunctionName="urlbench", StatementId="public", Action="lambda:InvokeFunctionUrl",
                            Principal="*", FunctionUrlAuthType="NONE")
-        parsed = urlparse(url)
-        # *.localhost names do not resolve through glibc: the path-based address.
-        target = f"http://127.0.0.1:{parsed.port}/{parsed.hostname.split('.')[0]}/"
+        version = lam.publish_version(FunctionName="urlbench")["Version"]
+        lam.create_alias(FunctionName="urlbench", Name="stream", FunctionVersion=version)
+        lam.add_permission(FunctionName="urlbench", Qualifier="stream", StatementId="public",
+                           Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")
+
+        def path_based(url: str) -> str:
+            # *.localhost names do not resolve through glibc: the path-based address.
+            parsed = urlparse(url)
+            return f"http://127.0.0.1:{parsed.port}/{parsed.hostname.split('.')[0]}/"
+
+        buffered = lam.create_function_url_config(FunctionName="urlbench", AuthType="NONE")["FunctionUrl"]
+        streamed = lam.create_function_url_config(
+            FunctionName="urlbench", Qualifier="stream", AuthType="NONE", InvokeMode="RESPONSE_STREAM"
+        )["FunctionUrl"]
+        created = subprocess.run(
+            [str(binary), "api", "create", "bench", "--target", "urlbench", "--output", "json",
+             "--data-dir", str(srv.data_dir)],
+            capture_output=True, text=True, check=True,
+        )
+        api_id = json.loads(created.stdout)["ApiId"]
+        targets = {
+            "function-url": path_based(buffered),
+            "function-url-stream": path_based(streamed),
+            "http-api": f"http://127.0.0.1:{srv.url_port}/{api_id}/",
+        }
         time.sleep(1)
         results = {}
-        for conns in (1, 8, 64):
-            cmd = ["wrk", f"-t{min(2, conns)}", f"-c{conns}", "-d10s", "--latency", target]
-            text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            results[f"c{conns}"] = {"command": " ".join(cmd), **parse(text)}
-            print(conns, results[f"c{conns}"], flush=True)
+        for front, target in targets.items():
+            for conns in (1, 8, 64):
+                cmd = ["wrk", f"-t{min(2, conns)}", f"-c{conns}", "-d10s", "--latency", target]
+                text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                key = f"{front}/c{conns}"
+                results[key] = {"command": " ".join(cmd), **parse(text)}
+                print(key, results[key], flush=True)
     finally:
         srv.terminate()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    doc = {"scenario": "function-url-wrk", "commit": commit, "function": "Rust echo (lambda_runtime), 128 MB",
+    doc = {"scenario": "http-in-wrk", "commit": commit, "function": "Rust echo (lambda_runtime), 128 MB",
            "sandbox": "namespaces, default network", "results": results}
     (REPO / "bench" / "results" / "function-url.json").write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -76,13 +76,8 @@ impl GatewayError {
     }
 
     fn response(&self) -> Response<Full<Bytes>> {
-        let body = json!({ "message": self.to_string() }).to_string();
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut response =
+            urls_gateway::error_response(self.status(), "message", &self.to_string());
         if let Self::Unauthorized(Some(why)) = self {
             let value = format!(
                 "Bearer error=\"invalid_token\" error_description=\"{}\"",

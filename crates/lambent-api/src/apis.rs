@@ -429,6 +429,25 @@ pub(crate) fn new_id(len: usize) -> String {
         .collect()
 }
 
+/// The strings of a JSON value that is a list of strings, or one string cut by `split`
+/// (OpenAPI and JWTs write lists both ways).
+pub(crate) fn strings(value: Option<&Value>, split: fn(&str) -> Vec<&str>) -> Vec<String> {
+    match value {
+        Some(Value::String(text)) => split(text)
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Whether `label` has the shape of an API id.
 pub(crate) fn is_api_id(label: &str) -> bool {
     label.len() == 10

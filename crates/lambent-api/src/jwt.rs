@@ -217,15 +217,9 @@ fn check_claims(
 }
 
 fn scopes(claims: &Map<String, Value>) -> Vec<String> {
-    match claims.get("scope").or_else(|| claims.get("scp")) {
-        Some(Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
+    crate::apis::strings(claims.get("scope").or_else(|| claims.get("scp")), |text| {
+        text.split_whitespace().collect()
+    })
 }
 
 /// Validates `token` (with or without `Bearer `) for `authorizer`.

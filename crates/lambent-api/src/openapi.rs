@@ -233,19 +233,8 @@ fn authorizer_of(name: &str, spec: &Value) -> Result<Authorizer, String> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_ascii_lowercase();
-    let identity_source = match spec.get("identitySource") {
-        Some(Value::String(s)) => s
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let identity_source =
+        apis::strings(spec.get("identitySource"), |text| text.split(',').collect());
     let mut authorizer = Authorizer {
         authorizer_id: apis::new_id(6),
         name: name.to_string(),
@@ -275,15 +264,7 @@ fn authorizer_of(name: &str, spec: &Value) -> Result<Authorizer, String> {
             let config = spec
                 .get("jwtConfiguration")
                 .ok_or("a jwt authorizer needs jwtConfiguration")?;
-            let audience = match config.get("audience") {
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect(),
-                Some(Value::String(one)) => vec![one.clone()],
-                _ => Vec::new(),
-            };
+            let audience = apis::strings(config.get("audience"), |text| vec![text]);
             authorizer.authorizer_type = "JWT".into();
             authorizer.jwt_configuration = Some(JwtConfiguration {
                 issuer: config
@@ -385,15 +366,7 @@ fn route_of(
         let mut names: Vec<(String, Vec<String>)> = Vec::new();
         for requirement in requirements {
             for (name, scopes) in requirement.as_object().into_iter().flatten() {
-                let scopes = scopes
-                    .as_array()
-                    .map(|s| {
-                        s.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let scopes = apis::strings(Some(scopes), |_| Vec::new());
                 names.push((name.clone(), scopes));
             }
         }

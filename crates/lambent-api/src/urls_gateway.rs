@@ -81,15 +81,25 @@ impl UrlError {
     }
 
     fn response(&self) -> Response<Full<Bytes>> {
-        let body = json!({ "Message": self.to_string() }).to_string();
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        error_response(self.status(), "Message", &self.to_string())
     }
+}
+
+/// A JSON error answer `{"<key>": message}` with `status` (function URLs write `Message`,
+/// API Gateway `message`).
+pub(crate) fn error_response(
+    status: StatusCode,
+    key: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let body = json!({ key: message }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Serves function URLs on `listeners` until `shutdown` resolves, then waits up to `drain`
