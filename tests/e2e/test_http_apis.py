@@ -697,3 +697,29 @@ def test_invalid_route_definitions_are_refused_clearly(server, app_fn):
     assert requests.get(f"{base(server, api_id)}/ok", timeout=30).status_code == 200
     api(server, "rm", api_id)
     assert requests.get(f"{base(server, api_id)}/ok", timeout=30).status_code == 404
+
+
+def test_urls_and_apis_answer_after_a_restart(tmp_path):
+    """The gateway finds URLs and APIs in the store, not only those made since it started."""
+    data = tmp_path / "data"
+    srv = h.start_server(data, tmp_path / "first.log")
+    try:
+        lam = srv.client()
+        fn = new_app(lam, "restart")
+        url = lam.create_function_url_config(FunctionName=fn, AuthType="NONE")["FunctionUrl"]
+        lam.add_permission(FunctionName=fn, StatementId="public", Action="lambda:InvokeFunctionUrl",
+                           Principal="*", FunctionUrlAuthType="NONE")
+        api_id = api(srv, "create", "restart", "--target", fn)["ApiId"]
+    finally:
+        assert srv.terminate() == 0
+    url_id = url.split("//")[1].split(".")[0]
+    srv = h.start_server(data, tmp_path / "second.log")
+    try:
+        event = event_of(requests.get(f"http://127.0.0.1:{srv.url_port}/{url_id}/after", timeout=30))
+        assert event["rawPath"] == "/after"
+        event = event_of(requests.get(f"{base(srv, api_id)}/after", timeout=30))
+        assert event["routeKey"] == "$default"
+        # An id that was never made stays unknown.
+        assert requests.get(f"http://127.0.0.1:{srv.url_port}/{'0' * 32}/x", timeout=30).status_code == 404
+    finally:
+        srv.terminate()

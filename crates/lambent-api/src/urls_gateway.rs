@@ -10,11 +10,13 @@
 //! AWS_IAM needs a SigV4 signature (service `lambda`) from a caller whom IAM evaluation
 //! allows `lambda:InvokeFunctionUrl`. CORS preflights are answered here, never invoked.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -245,19 +247,86 @@ fn address(host: Option<&str>, path: &str, region: &str) -> Option<Address> {
     })
 }
 
+/// Which function and alias each URL id belongs to. An id is a hash of the two, so an entry
+/// never changes meaning; only whether its config exists does, and that is read each time.
+struct UrlIndex {
+    owners: HashMap<String, (String, String)>,
+    /// When the configs were last scanned for ids not yet known.
+    scanned: Option<Instant>,
+}
+
+/// Longest an unknown URL id waits for the next scan of every config (URLs made on this
+/// node are known at once; ones made by another node within this).
+const RESCAN_PAUSE: Duration = Duration::from_millis(250);
+
+/// Most URL ids remembered (past it, the index is rebuilt by the next scan).
+const MAX_INDEXED_URLS: usize = 100_000;
+
+fn url_index() -> &'static Mutex<UrlIndex> {
+    static INDEX: OnceLock<Mutex<UrlIndex>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        Mutex::new(UrlIndex {
+            owners: HashMap::new(),
+            scanned: None,
+        })
+    })
+}
+
+/// Records the function and alias of a URL id (when its config is created).
+pub(crate) fn remember_url(id: &str, function: &str, alias: &str) {
+    let mut index = url_index().lock().unwrap_or_else(PoisonError::into_inner);
+    if index.owners.len() >= MAX_INDEXED_URLS {
+        index.owners.clear();
+        index.scanned = None;
+    }
+    index
+        .owners
+        .insert(id.to_string(), (function.to_string(), alias.to_string()));
+}
+
 /// The URL config with this id: its function, alias (`""` for none) and document.
 fn find_config(state: &ApiState, id: &str) -> Result<(String, String, Value), UrlError> {
+    let internal = |e: lambent_store::StoreError| {
+        tracing::error!("cannot read function URL configs: {e}");
+        UrlError::Internal
+    };
+    let known = url_index()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .owners
+        .get(id)
+        .cloned();
+    if let Some((function, alias)) = known {
+        let doc = state
+            .store
+            .get_document(kinds::URL_CONFIG, &function, &alias)
+            .map_err(internal)?
+            .filter(|doc| doc.get("UrlId").and_then(Value::as_str) == Some(id))
+            .ok_or(UrlError::NotFound)?;
+        return Ok((function, alias, doc));
+    }
+    {
+        let mut index = url_index().lock().unwrap_or_else(PoisonError::into_inner);
+        if index.scanned.is_some_and(|at| at.elapsed() < RESCAN_PAUSE) {
+            return Err(UrlError::NotFound);
+        }
+        index.scanned = Some(Instant::now());
+    }
     let configs = state
         .store
         .list_documents(kinds::URL_CONFIG, None)
-        .map_err(|e| {
-            tracing::error!("cannot read function URL configs: {e}");
-            UrlError::Internal
-        })?;
-    configs
-        .into_iter()
-        .find(|(_, _, doc)| doc.get("UrlId").and_then(Value::as_str) == Some(id))
-        .ok_or(UrlError::NotFound)
+        .map_err(internal)?;
+    let mut found = None;
+    for (function, alias, doc) in configs {
+        let Some(config_id) = doc.get("UrlId").and_then(Value::as_str) else {
+            continue;
+        };
+        remember_url(config_id, &function, &alias);
+        if config_id == id {
+            found = Some((function, alias, doc));
+        }
+    }
+    found.ok_or(UrlError::NotFound)
 }
 
 async fn serve_one(

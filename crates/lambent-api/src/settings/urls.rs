@@ -238,6 +238,7 @@ pub(crate) fn create(
             None => Ok(Some(doc.clone())),
         },
     )?;
+    crate::urls_gateway::remember_url(&id, &function.name, &key);
     tracing::info!(function = %function.name, url = %doc["FunctionUrl"], "function URL created");
     Ok(ApiReply::json(
         StatusCode::CREATED,
