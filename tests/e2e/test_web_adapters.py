@@ -128,3 +128,52 @@ def test_redirects(base):
     resp = requests.get(f"{base}/redirect", allow_redirects=False, timeout=30)
     assert resp.status_code == 302
     assert resp.headers["location"] == "/items/1"
+
+
+# ---------------------------------------------------------------------------------------
+# Powertools for AWS Lambda (Python): its resolvers parse each front end's event strictly.
+
+
+@pytest.fixture(scope="module")
+def powertools_bases(server, lam, venv_python) -> dict[str, str]:
+    """The Powertools app behind a function URL (LambdaFunctionUrlResolver), an HTTP API
+    with payload 2.0 (APIGatewayHttpResolver) and one with payload 1.0
+    (APIGatewayRestResolver)."""
+    import helpers as h
+    import web_apps
+    from test_lambent_cli import as_json, lambent
+
+    def api(*args):
+        return as_json(lambent(server, "api", *args, "--output", "json"))
+
+    code = web_apps.powertools_zip()
+    names = {}
+    for resolver in ("url", "http", "rest"):
+        names[resolver] = h.uniq(f"powertools-{resolver}")
+        h.create_function(
+            lam, names[resolver], code, "provided.al2023", "app.handler",
+            env={"LAMBENT_TEST_PYTHON": venv_python, "RESOLVER": resolver}, Timeout=10, MemorySize=256,
+        )
+    created = lam.create_function_url_config(FunctionName=names["url"], AuthType="NONE")
+    make_public(lam, names["url"])
+    bases = {"url": f"http://127.0.0.1:{server.url_port}/{url_id(created['FunctionUrl'])}"}
+    api_id = api("create", "powertools-http", "--target", names["http"])["ApiId"]
+    bases["http"] = f"http://127.0.0.1:{server.url_port}/{api_id}"
+    api_id = api("create", "powertools-rest")["ApiId"]
+    api("route", "add", api_id, "ANY /{proxy+}", "--target", names["rest"], "--payload-format", "1.0")
+    api("deploy", api_id)
+    bases["rest"] = f"http://127.0.0.1:{server.url_port}/{api_id}"
+    return bases
+
+
+@pytest.mark.parametrize("front", ["url", "http", "rest"])
+def test_powertools_resolvers(powertools_bases, front):
+    b = powertools_bases[front]
+    resp = requests.get(f"{b}/hello/ada?q=1", headers={"X-Custom": "c"}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"hello": "ada", "method": "GET", "path": "/hello/ada", "q": "1", "header": "c"}
+    resp = requests.post(f"{b}/items", json={"name": "widget"}, timeout=30)
+    assert resp.status_code == 201, resp.text
+    assert resp.json() == {"created": "widget"} and resp.headers["x-made"] == "yes"
+    resp = requests.get(f"{b}/nope", timeout=30)
+    assert resp.status_code == 404 and resp.text == "nothing here"

@@ -2,6 +2,8 @@
 
 - `express`: an Express app wrapped by `serverless-http` (npm), for the Node runtime.
 - `starlette`: a Starlette (ASGI) app wrapped by `Mangum` (PyPI), run by awslambdaric.
+- `powertools`: a Powertools for AWS Lambda (Python) event-handler app (PyPI), run by
+  awslambdaric.
 
 The app sources live in tests/e2e/apps/; their dependencies are fetched from the package
 registries (npm, PyPI) the first time and cached outside the clone, in
@@ -73,18 +75,19 @@ def node_modules() -> Path:
     return _cached("npm", manifest, install) / "node_modules"
 
 
-def site_packages() -> Path:
-    """Starlette and Mangum installed from PyPI for this interpreter."""
-    requirements = (APPS / "starlette" / "requirements.txt").read_bytes()
+def site_packages(app: str = "starlette") -> Path:
+    """The PyPI dependencies of tests/e2e/apps/<app> (its requirements.txt) installed for
+    this interpreter."""
+    requirements = APPS / app / "requirements.txt"
 
     def install(tmp: Path):
         _run(
             [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q",
-             "--no-compile", "--target", str(tmp / "site"), "-r", str(APPS / "starlette" / "requirements.txt")],
-            "pip install of the Starlette app's dependencies",
+             "--no-compile", "--target", str(tmp / "site"), "-r", str(requirements)],
+            f"pip install of the {app} app's dependencies",
         )
 
-    return _cached("pypi", requirements, install) / "site"
+    return _cached("pypi", requirements.read_bytes(), install) / "site"
 
 
 def _zip(entries: list[tuple[Path, Path]], extra: dict[str, tuple[str, int]]) -> bytes:
@@ -114,17 +117,27 @@ def express_zip() -> bytes:
     return _zip([(node_modules(), Path("node_modules"))], {"index.js": (source, 0o644)})
 
 
-STARLETTE_BOOTSTRAP = """#!/bin/sh
-# AWS's Python runtime interface client, unmodified, runs the Mangum handler.
+PYTHON_BOOTSTRAP = """#!/bin/sh
+# AWS's Python runtime interface client, unmodified, runs the app's handler.
 exec "$LAMBENT_TEST_PYTHON" -m awslambdaric app.handler
 """
 
 
-def starlette_zip() -> bytes:
-    """app.py (runtime provided.al2023, awslambdaric through `bootstrap`; needs
-    LAMBENT_TEST_PYTHON) with Starlette and Mangum at the root of the zip."""
-    source = (APPS / "starlette" / "app.py").read_text()
+def python_app_zip(app: str) -> bytes:
+    """tests/e2e/apps/<app>/app.py (runtime provided.al2023, awslambdaric through
+    `bootstrap`; needs LAMBENT_TEST_PYTHON) with its dependencies at the root of the zip."""
+    source = (APPS / app / "app.py").read_text()
     return _zip(
-        [(site_packages(), Path("."))],
-        {"app.py": (source, 0o644), "bootstrap": (STARLETTE_BOOTSTRAP, 0o755)},
+        [(site_packages(app), Path("."))],
+        {"app.py": (source, 0o644), "bootstrap": (PYTHON_BOOTSTRAP, 0o755)},
     )
+
+
+def starlette_zip() -> bytes:
+    """The Starlette app with Starlette and Mangum."""
+    return python_app_zip("starlette")
+
+
+def powertools_zip() -> bytes:
+    """The Powertools for AWS Lambda app (its resolver chosen by env RESOLVER)."""
+    return python_app_zip("powertools")
