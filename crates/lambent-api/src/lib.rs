@@ -28,6 +28,7 @@ pub mod tls;
 mod urls_gateway;
 mod usage;
 mod versions;
+mod ws_gateway;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ use lambent_types::names::ArnContext;
 pub use error::ApiError;
 pub use settings::urls::URL_PORT;
 pub use urls_gateway::serve_urls;
+pub use ws_gateway::Connections;
 
 /// Largest request body accepted by any operation (a 50 MB zip, base64-encoded, plus JSON).
 const MAX_BODY_BYTES: usize = 70 * 1024 * 1024;
@@ -81,6 +83,8 @@ pub struct ApiState {
     pub sessions: sessions::Sessions,
     /// Port of the function URL gateway, for the FunctionUrl of URL configs.
     pub url_port: u16,
+    /// The WebSocket connections open on this node (`@connections`).
+    pub connections: ws_gateway::Connections,
 }
 
 /// A parsed request handed to an operation.
@@ -386,6 +390,11 @@ async fn dispatch(
         }
         Err(_) => return Err(ApiError::bad_content("The request body could not be read")),
     };
+
+    // `@connections` calls are signed for `execute-api`; functions reach only this listener.
+    if ws_gateway::is_manage_path(&segments) {
+        return ws_gateway::manage_on_api(state, &parts, &body, peer, request_id);
+    }
 
     // Bucket notifications carry their source's secret instead of a signature.
     if parts.method == Method::POST

@@ -388,6 +388,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         logs,
         sessions,
         url_port: url_address.port(),
+        connections: lambent_api::Connections::default(),
     });
 
     println!("Lambent listening on {endpoint}");
