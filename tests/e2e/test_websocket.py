@@ -1,11 +1,12 @@
 """WebSocket APIs and the `@connections` management API on the gateway listener.
 
 Real clients only: the `websockets` library connects to a stage of a WebSocket API
-(`/lambent/apis` with `ProtocolType: WEBSOCKET`); one awslambdaric function serves every
-route and records each event it gets in a file; its `sendmessage` route broadcasts to every
-connection with boto3's `apigatewaymanagementapi` client and its execution role's
-credentials (through `AWS_ENDPOINT_URL`, the main API listener). The test process drives
-`@connections` with boto3 too, on both listeners.
+(`/lambent/apis` with `ProtocolType: WEBSOCKET`); an awslambdaric function serves the
+routes and records each event it gets in a file. The `sendmessage` route's function is the
+same code on the managed Python runtime with boto3 from a layer (botocore's models cut down
+to `apigatewaymanagementapi`, as users ship it); it broadcasts to every connection with
+its execution role's credentials (through `AWS_ENDPOINT_URL`, the main API listener). The
+test process drives `@connections` with boto3 too, on both listeners.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from websockets.sync.client import connect as ws_connect
 
 import helpers as h
 from test_access import admin, allow, attach, new_user
+from test_sandbox import _distribution_files
 
 UA = "lambent-e2e-ws/1.0"
 REQUEST_TIME_RE = re.compile(r"^\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000$")
@@ -47,7 +49,7 @@ def handler(event, context):
     ctx = event["requestContext"]
     route = ctx["routeKey"]
     with open(EVENTS, "a") as f:
-        f.write(json.dumps(event) + "\n")
+        f.write(json.dumps(dict(event, _boto3=boto3.__file__)) + "\n")
     if route == "$connect":
         query = event.get("queryStringParameters") or {}
         if query.get("reject"):
@@ -86,6 +88,7 @@ def handler(event, context):
 class WsApp:
     server: h.Server
     function: str
+    broadcaster: str
     api: str
     bare_api: str
     events: Path
@@ -176,6 +179,27 @@ def app(server, lam, venv_python, tmp_path_factory) -> WsApp:
         MemorySize=256,
         Timeout=30,
     )
+    layer_files = {
+        rel: path
+        for rel, path in _distribution_files("boto3", set()).items()
+        if not re.match(r"botocore/data/(?!apigatewaymanagementapi/)[^/]+/", rel)
+    }
+    layer = lam.publish_layer_version(
+        LayerName=h.uniq("ws-boto3"),
+        Content={"ZipFile": h.make_zip({f"python/{rel}": path.read_bytes() for rel, path in layer_files.items()})},
+    )["LayerVersionArn"]
+    broadcaster = h.uniq("ws-bcast")
+    lam.create_function(
+        FunctionName=broadcaster,
+        Runtime="python3.12",
+        Handler="app.handler",
+        Role=f"arn:aws:iam::{h.ACCOUNT}:role/{role}",
+        Code={"ZipFile": h.py_zip({"app.py": WS_APP})},
+        Layers=[layer],
+        Environment={"Variables": {"LAMBENT_TEST_PID_DIR": str(h.PID_DIR), "WS_EVENTS": str(events), "WS_IDS": str(ids)}},
+        MemorySize=256,
+        Timeout=30,
+    )
     api = control(
         server,
         "POST",
@@ -195,7 +219,7 @@ def app(server, lam, venv_python, tmp_path_factory) -> WsApp:
         ("whoami", True),
         ("fail", True),
     ]:
-        route = {"RouteKey": key, "Target": function}
+        route = {"RouteKey": key, "Target": broadcaster if key == "sendmessage" else function}
         if respond:
             route["RouteResponseSelectionExpression"] = "$default"
         control(server, "POST", f"/lambent/apis/{api_id}/routes", route)
@@ -215,7 +239,7 @@ def app(server, lam, venv_python, tmp_path_factory) -> WsApp:
         {"RouteKey": "whoami", "Target": function, "RouteResponseSelectionExpression": "$default"},
     )
     control(server, "POST", f"/lambent/apis/{bare}/stages", {"StageName": "prod", "AutoDeploy": True})
-    return WsApp(server, function, api_id, bare, events, ids)
+    return WsApp(server, function, broadcaster, api_id, bare, events, ids)
 
 
 def open_ws(app: WsApp, query: str = "", **kw):
@@ -274,6 +298,10 @@ def test_chat_broadcast_reaches_every_client(app):
             clients[0].recv(timeout=1.5)
         sent = [e for e in app.events_of(ids[0], "sendmessage")]
         assert len(sent) == 1, sent
+        # The broadcaster used boto3 from its layer.
+        # (Unsandboxed, /opt is the layer's directory under the data directory.)
+        assert "/opt/" in sent[0]["_boto3"] and sent[0]["_boto3"].endswith("/python/boto3/__init__.py"), sent[0]
+        assert "site-packages" not in sent[0]["_boto3"], sent[0]["_boto3"]
 
 
 def test_connect_and_message_events_carry_every_field(app):
