@@ -803,15 +803,18 @@ async fn connect(
         )
         .await;
         let info = Arc::new(info);
+        let channels = Channels {
+            inbox,
+            close_requests,
+        };
+        let on_message = |data, binary| spawn_message(&socket_state, &info, data, binary, &outbox);
         let (code, reason) = run_socket(
-            &socket_state,
-            &info,
+            &socket_state.connections,
+            &info.connection_id,
             ws,
-            Channels {
-                inbox,
-                outbox,
-                close_requests,
-            },
+            channels,
+            LIMITS,
+            on_message,
         )
         .await;
         socket_state.connections.remove(&info.connection_id);
@@ -833,45 +836,58 @@ async fn connect(
     Ok(response)
 }
 
-type Socket = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
-
 /// The channels of one socket task.
 struct Channels {
     /// Messages to write to the client.
     inbox: mpsc::Receiver<Bytes>,
-    /// For route responses and error frames.
-    outbox: mpsc::Sender<Bytes>,
     /// Closes asked for by DELETE or shutdown.
     close_requests: mpsc::Receiver<CloseRequest>,
 }
 
-/// Serves one open socket until it closes; returns the close code and reason for
-/// `$disconnect`.
-async fn run_socket(
-    state: &Arc<ApiState>,
-    info: &Arc<ConnectionInfo>,
-    mut ws: Socket,
+/// How long a socket may stay idle and open.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    max_duration: Duration,
+}
+
+/// API Gateway's limits.
+const LIMITS: Limits = Limits {
+    idle: IDLE_TIMEOUT,
+    max_duration: MAX_CONNECTION_DURATION,
+};
+
+/// Serves one open socket until it closes, handing each message (and whether it is binary)
+/// to `on_message`; returns the close code and reason for `$disconnect`.
+async fn run_socket<S>(
+    connections: &Connections,
+    connection_id: &str,
+    mut ws: WebSocketStream<S>,
     channels: Channels,
-) -> (u16, String) {
+    limits: Limits,
+    on_message: impl Fn(Bytes, bool),
+) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Channels {
         mut inbox,
-        outbox,
         mut close_requests,
     } = channels;
-    let deadline = tokio::time::Instant::now() + MAX_CONNECTION_DURATION;
-    let mut idle = tokio::time::Instant::now() + IDLE_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + limits.max_duration;
+    let mut idle = tokio::time::Instant::now() + limits.idle;
     loop {
         tokio::select! {
             frame = ws.next() => {
-                idle = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                idle = tokio::time::Instant::now() + limits.idle;
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        state.connections.touch(&info.connection_id);
-                        spawn_message(state, info, Bytes::from(text), false, &outbox);
+                        connections.touch(connection_id);
+                        on_message(Bytes::from(text), false);
                     }
                     Some(Ok(Message::Binary(data))) => {
-                        state.connections.touch(&info.connection_id);
-                        spawn_message(state, info, data, true, &outbox);
+                        connections.touch(connection_id);
+                        on_message(data, true);
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(frame))) => {
@@ -887,14 +903,14 @@ async fn run_socket(
                         return (1009, "Message too big".into());
                     }
                     Some(Err(e)) => {
-                        tracing::debug!(connection = %info.connection_id, "WebSocket ended without a close: {e}");
+                        tracing::debug!(connection = %connection_id, "WebSocket ended without a close: {e}");
                         return (1006, "Connection closed abnormally".into());
                     }
                     None => return (1006, "Connection closed abnormally".into()),
                 }
             }
             Some(data) = inbox.recv() => {
-                idle = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                idle = tokio::time::Instant::now() + limits.idle;
                 let message = match String::from_utf8(data.to_vec()) {
                     Ok(text) => Message::text(text),
                     Err(_) => Message::binary(data),
@@ -920,7 +936,10 @@ async fn run_socket(
 }
 
 /// Sends a close frame and waits briefly for the client's reply.
-async fn close(ws: &mut Socket, code: CloseCode, reason: &str) {
+async fn close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let frame = CloseFrame {
         code,
         reason: reason.to_string().into(),
@@ -1142,6 +1161,154 @@ mod tests {
         );
         connections.remove("c1");
         assert!(connections.is_empty());
+    }
+
+    /// A client socket talking to a server socket that `run_socket` serves.
+    struct Pair {
+        client: WebSocketStream<tokio::io::DuplexStream>,
+        seen: mpsc::UnboundedReceiver<(Bytes, bool)>,
+        task: tokio::task::JoinHandle<(u16, String)>,
+        outbox: mpsc::Sender<Bytes>,
+        closer: mpsc::Sender<CloseRequest>,
+    }
+
+    async fn pair(limits: Limits) -> Pair {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, Some(config)).await;
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let (outbox, inbox) = mpsc::channel(4);
+        let (closer, close_requests) = mpsc::channel(1);
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let channels = Channels {
+                inbox,
+                close_requests,
+            };
+            let on_message = move |data, binary| {
+                let _ = seen_tx.send((data, binary));
+            };
+            run_socket(
+                &Connections::default(),
+                "c",
+                server,
+                channels,
+                limits,
+                on_message,
+            )
+            .await
+        });
+        Pair {
+            client,
+            seen,
+            task,
+            outbox,
+            closer,
+        }
+    }
+
+    async fn close_code(client: &mut WebSocketStream<tokio::io::DuplexStream>) -> CloseCode {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn socket_messages_pings_and_client_close() {
+        let mut p = pair(LIMITS).await;
+        p.client.send(Message::text("hi")).await.unwrap();
+        p.client.send(Message::binary(vec![1u8, 2])).await.unwrap();
+        assert_eq!(p.seen.recv().await.unwrap(), (Bytes::from("hi"), false));
+        assert_eq!(
+            p.seen.recv().await.unwrap(),
+            (Bytes::from(vec![1u8, 2]), true)
+        );
+        p.client.send(Message::Ping("p".into())).await.unwrap();
+        assert_eq!(
+            p.client.next().await.unwrap().unwrap(),
+            Message::Pong("p".into())
+        );
+        p.outbox.send(Bytes::from("to you")).await.unwrap();
+        assert_eq!(
+            p.client.next().await.unwrap().unwrap(),
+            Message::text("to you")
+        );
+        p.outbox.send(Bytes::from(vec![0xffu8])).await.unwrap();
+        assert_eq!(
+            p.client.next().await.unwrap().unwrap(),
+            Message::binary(vec![0xffu8])
+        );
+        let frame = CloseFrame {
+            code: CloseCode::from(4000),
+            reason: "bye".into(),
+        };
+        p.client.close(Some(frame)).await.unwrap();
+        assert_eq!(p.task.await.unwrap(), (4000, "bye".to_string()));
+    }
+
+    #[tokio::test]
+    async fn oversized_message_closes_with_1009() {
+        let mut p = pair(LIMITS).await;
+        let big = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        p.client.send(Message::text(big)).await.unwrap();
+        assert_eq!(close_code(&mut p.client).await, CloseCode::Size);
+        assert_eq!(p.task.await.unwrap().0, 1009);
+        assert!(p.seen.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_whole_message_at_the_limit_passes() {
+        let mut p = pair(LIMITS).await;
+        let full = "x".repeat(MAX_MESSAGE_BYTES);
+        p.client.send(Message::text(full)).await.unwrap();
+        assert_eq!(p.seen.recv().await.unwrap().0.len(), MAX_MESSAGE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_with_1001() {
+        let limits = Limits {
+            idle: Duration::from_millis(100),
+            max_duration: Duration::from_secs(60),
+        };
+        let mut p = pair(limits).await;
+        assert_eq!(close_code(&mut p.client).await, CloseCode::Away);
+        assert_eq!(p.task.await.unwrap(), (1001, "Going away".to_string()));
+    }
+
+    #[tokio::test]
+    async fn busy_connections_close_at_the_maximum_duration() {
+        let limits = Limits {
+            idle: Duration::from_secs(60),
+            max_duration: Duration::from_millis(300),
+        };
+        let mut p = pair(limits).await;
+        let started = std::time::Instant::now();
+        while !p.task.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            if p.client.send(Message::text("still here")).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(p.task.await.unwrap().0, 1001);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(p.seen.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn vanished_clients_and_close_requests() {
+        let p = pair(LIMITS).await;
+        drop(p.client);
+        assert_eq!(p.task.await.unwrap().0, 1006);
+        let mut p = pair(LIMITS).await;
+        p.closer.send((CloseCode::Normal, "")).await.unwrap();
+        assert_eq!(close_code(&mut p.client).await, CloseCode::Normal);
+        assert_eq!(p.task.await.unwrap(), (1000, String::new()));
     }
 
     #[test]
