@@ -58,6 +58,8 @@ def handler(event, context):
             raise RuntimeError("connect failed")
         with open(IDS, "a") as f:
             f.write(ctx["connectionId"] + "\n")
+        if query.get("proto"):
+            return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": query["proto"]}}
         return {"statusCode": 200}
     if route == "$disconnect":
         return {"statusCode": 200}
@@ -324,6 +326,12 @@ def test_connect_and_message_events_carry_every_field(app):
         assert message["isBase64Encoded"] is False
         assert message["requestContext"]["connectedAt"] == connect["requestContext"]["connectedAt"]
         assert message["requestContext"]["requestId"] != connect["requestContext"]["requestId"]
+
+
+def test_connect_route_chooses_the_subprotocol(app):
+    with open_ws(app, "proto=chat.v2", subprotocols=["chat.v1", "chat.v2"]) as ws:
+        assert ws.subprotocol == "chat.v2"
+        assert whoami(ws)
 
 
 def test_connect_rejected_by_the_route_gets_403_and_no_socket(app):

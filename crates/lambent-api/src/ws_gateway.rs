@@ -229,6 +229,10 @@ pub(crate) fn websocket_api(
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
+    // A function URL's Host wins over an API id in its path.
+    if host.is_some_and(|h| h.to_ascii_lowercase().contains(".lambda-url.")) {
+        return None;
+    }
     let address = apigw::address(host, req.uri().path(), &state.arns.region)?;
     let api = apis::load(state, &address.api_id).ok().flatten()?;
     api.is_websocket().then_some((api, address))
