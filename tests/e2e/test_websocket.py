@@ -31,7 +31,7 @@ from websockets.sync.client import connect as ws_connect
 
 import helpers as h
 from test_access import admin, allow, attach, new_user
-from test_sandbox import _distribution_files
+from test_sandbox import SANDBOX_ARGS, _distribution_files
 
 UA = "lambent-e2e-ws/1.0"
 REQUEST_TIME_RE = re.compile(r"^\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000$")
@@ -153,6 +153,18 @@ def control(server: h.Server, method: str, path: str, body: dict | None = None) 
     return json.loads(reply.body) if reply.body else None
 
 
+def boto3_layer(lam) -> str:
+    """boto3 and its dependencies from the test venv as a layer, with botocore's service
+    models cut down to apigatewaymanagementapi's (as test_sandbox.py does for Lambda's)."""
+    files = {
+        rel: path
+        for rel, path in _distribution_files("boto3", set()).items()
+        if not re.match(r"botocore/data/(?!apigatewaymanagementapi/)[^/]+/", rel)
+    }
+    zipped = h.make_zip({f"python/{rel}": path.read_bytes() for rel, path in files.items()})
+    return lam.publish_layer_version(LayerName=h.uniq("ws-boto3"), Content={"ZipFile": zipped})["LayerVersionArn"]
+
+
 @pytest.fixture(scope="module")
 def app(server, lam, venv_python, tmp_path_factory) -> WsApp:
     work = tmp_path_factory.mktemp("ws")
@@ -181,15 +193,7 @@ def app(server, lam, venv_python, tmp_path_factory) -> WsApp:
         MemorySize=256,
         Timeout=30,
     )
-    layer_files = {
-        rel: path
-        for rel, path in _distribution_files("boto3", set()).items()
-        if not re.match(r"botocore/data/(?!apigatewaymanagementapi/)[^/]+/", rel)
-    }
-    layer = lam.publish_layer_version(
-        LayerName=h.uniq("ws-boto3"),
-        Content={"ZipFile": h.make_zip({f"python/{rel}": path.read_bytes() for rel, path in layer_files.items()})},
-    )["LayerVersionArn"]
+    layer = boto3_layer(lam)
     broadcaster = h.uniq("ws-bcast")
     lam.create_function(
         FunctionName=broadcaster,
@@ -587,3 +591,63 @@ def test_vanished_client_still_gets_disconnect(app):
     with pytest.raises(ClientError) as gone:
         app.management().get_connection(ConnectionId=cid)
     assert gone.value.response["Error"]["Code"] == "GoneException"
+
+
+# --------------------------------------------------------------------------
+# a sandboxed function on the bridge network
+
+
+BRIDGE_APP = r'''
+import json, os
+import boto3
+
+
+def handler(event, context):
+    ctx = event["requestContext"]
+    endpoint = os.environ["AWS_ENDPOINT_URL"] + "/" + ctx["apiId"] + "/" + ctx["stage"]
+    client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)
+    info = client.get_connection(ConnectionId=ctx["connectionId"])
+    reply = {"endpoint": endpoint, "userAgent": info["Identity"]["UserAgent"], "body": event["body"]}
+    client.post_to_connection(ConnectionId=ctx["connectionId"], Data=json.dumps(reply).encode())
+    return {"statusCode": 200}
+'''
+
+
+def test_bridge_function_uses_connections_through_the_api_listener(tmp_path_factory):
+    """A sandboxed function on the bridge network reaches only the main API port: it
+    calls @connections there with its role's credentials."""
+    base = tmp_path_factory.mktemp("ws-sandbox")
+    srv = h.start_server(base / "data", base / "server.log", extra_args=SANDBOX_ARGS)
+    try:
+        lam = srv.client(read_timeout=120)
+        role = h.uniq("ws-bridge-role")
+        admin(srv, "role", "create", role)
+        function = h.uniq("ws-bridge")
+        try:
+            lam.create_function(
+                FunctionName=function, Runtime="python3.12", Handler="app.handler", Timeout=30, MemorySize=256,
+                Role=f"arn:aws:iam::{h.ACCOUNT}:role/{role}", Code={"ZipFile": h.make_zip({"app.py": BRIDGE_APP})},
+                Layers=[boto3_layer(lam)], Tags={"lambent:network": "bridge"},
+            )
+        except ClientError as exc:
+            pytest.skip(f"the server refused a bridge function: {exc}")
+        api = control(
+            srv, "POST", "/lambent/apis",
+            {"Name": "bridge", "ProtocolType": "WEBSOCKET", "RouteSelectionExpression": "$request.body.action"},
+        )["ApiId"]
+        resource = f"arn:aws:execute-api:{h.REGION}:{h.ACCOUNT}:{api}/dev/*/@connections/*"
+        attach(srv, role, "ws", {"Version": "2012-10-17", "Statement": [allow("execute-api:ManageConnections", resource)]}, role=True)
+        control(srv, "POST", f"/lambent/apis/{api}/routes", {"RouteKey": "$default", "Target": function})
+        control(srv, "POST", f"/lambent/apis/{api}/deployments", {"StageName": "dev"})
+        with ws_connect(f"ws://127.0.0.1:{srv.url_port}/{api}/dev", user_agent_header=UA, open_timeout=60) as ws:
+            ws.send("from the bridge")
+            try:
+                reply = json.loads(ws.recv(timeout=120))
+            except TimeoutError:
+                pytest.fail(f"no message from the bridge function\n{srv.log_tail(40)}")
+        assert reply["body"] == "from the bridge" and reply["userAgent"] == UA, reply
+        endpoint = urllib.parse.urlsplit(reply["endpoint"])
+        assert endpoint.port == srv.port and endpoint.hostname != "127.0.0.1", reply
+        assert endpoint.path == f"/{api}/dev", reply
+    finally:
+        srv.terminate()
