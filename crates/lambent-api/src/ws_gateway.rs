@@ -915,6 +915,7 @@ where
             }
             Some(data) = inbox.recv() => {
                 idle = tokio::time::Instant::now() + limits.idle;
+                connections.touch(connection_id);
                 let message = match String::from_utf8(data.to_vec()) {
                     Ok(text) => Message::text(text),
                     Err(_) => Message::binary(data),
