@@ -124,6 +124,10 @@ pub(crate) fn address(host: Option<&str>, path: &str, region: &str) -> Option<Ap
                 domain_name: name.clone(),
             });
         }
+        // A function URL's host names its URL: its path is the function's, never an API's.
+        if name.contains(".lambda-url.") {
+            return None;
+        }
     }
     let rest = path.strip_prefix('/')?;
     let (label, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -886,5 +890,7 @@ mod tests {
         assert_eq!(b.domain_name, "abcde12345.execute-api.us-east-1.localhost");
         assert!(address(Some("127.0.0.1"), "/short/x", "us-east-1").is_none());
         assert!(address(None, "/", "us-east-1").is_none());
+        let url_host = "0123456789abcdef0123456789abcdef.lambda-url.us-east-1.localhost";
+        assert!(address(Some(url_host), "/abcde12345/x", "us-east-1").is_none());
     }
 }

@@ -30,6 +30,7 @@ mod urls_gateway;
 mod urls_streaming;
 mod usage;
 mod versions;
+mod ws_gateway;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ use lambent_types::names::ArnContext;
 pub use error::ApiError;
 pub use settings::urls::URL_PORT;
 pub use urls_gateway::serve_urls;
+pub use ws_gateway::Connections;
 
 /// Largest request body accepted by any operation (a 50 MB zip, base64-encoded, plus JSON).
 const MAX_BODY_BYTES: usize = 70 * 1024 * 1024;
@@ -86,6 +88,8 @@ pub struct ApiState {
     /// Time an HTTP client of the gateway gets to send a request's headers (slow clients
     /// are cut off).
     pub http_header_timeout: std::time::Duration,
+    /// The WebSocket connections open on this node (`@connections`).
+    pub connections: ws_gateway::Connections,
 }
 
 /// A parsed request handed to an operation.
@@ -391,6 +395,11 @@ async fn dispatch(
         }
         Err(_) => return Err(ApiError::bad_content("The request body could not be read")),
     };
+
+    // `@connections` calls are signed for `execute-api`; functions reach only this listener.
+    if ws_gateway::is_manage_path(&segments) {
+        return ws_gateway::manage_on_api(state, &parts, &body, peer, request_id);
+    }
 
     // Bucket notifications carry their source's secret instead of a signature.
     if parts.method == Method::POST

@@ -137,6 +137,9 @@ pub async fn serve_urls(
         })
         .collect();
     drop(accepted_tx);
+    // Connections that may upgrade to WebSockets cannot be watched by `graceful`; they are
+    // told to stop through `stopping` and hold a watcher until they end.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -145,6 +148,7 @@ pub async fn serve_urls(
                 let state = state.clone();
                 let header_timeout = state.http_header_timeout;
                 let watcher = graceful.watcher();
+                let mut stopping = stopping.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         handle(req, state.clone(), peer)
@@ -154,8 +158,17 @@ pub async fn serve_urls(
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(header_timeout);
                     let connection = builder
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    let _ = watcher.watch(connection).await;
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades();
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = stopping.changed() => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
+                    drop(watcher);
                 });
             }
             () = &mut shutdown => break,
@@ -164,6 +177,8 @@ pub async fn serve_urls(
     for acceptor in acceptors {
         acceptor.abort();
     }
+    let _ = stop.send(true);
+    state.connections.close_all();
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -180,6 +195,13 @@ async fn handle(
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if let Some((api, address)) = crate::ws_gateway::websocket_api(&state, &req) {
+        return Ok(
+            crate::ws_gateway::serve(req, state, peer, api, address, &request_id)
+                .await
+                .map(Either::Left),
+        );
+    }
     let mut response = match serve_one(req, &state, peer, &request_id).await {
         Ok(response) => response,
         Err(error) => {

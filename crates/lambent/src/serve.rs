@@ -398,6 +398,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         sessions,
         url_port: url_address.port(),
         http_header_timeout: Duration::from_secs(args.http_header_timeout),
+        connections: lambent_api::Connections::default(),
     });
 
     println!("Lambent listening on {endpoint}");
