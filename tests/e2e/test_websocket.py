@@ -651,3 +651,60 @@ def test_bridge_function_uses_connections_through_the_api_listener(tmp_path_fact
         assert endpoint.path == f"/{api}/dev", reply
     finally:
         srv.terminate()
+
+
+WS_AUTHORIZER = r'''
+import json, os
+
+def handler(event, context):
+    with open(os.environ["AUTHZ_EVENTS"], "a") as f:
+        f.write(json.dumps(event) + "\n")
+    token = (event.get("queryStringParameters") or {}).get("token", "")
+    if token == "explode":
+        raise RuntimeError("authorizer broke")
+    effect = "Allow" if token == "letmein" else "Deny"
+    return {"principalId": "user-1",
+            "policyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": effect, "Resource": event["methodArn"]}]},
+            "context": {"user": "u1", "tier": 3}}
+'''
+
+
+def test_connect_lambda_authorizer(app, server, lam, tmp_path):
+    """A REQUEST authorizer on $connect: identity from the query string; its policy admits
+    or refuses the upgrade, and its context reaches every event of the connection."""
+    record = tmp_path / "authz.jsonl"
+    tmp_path.chmod(0o777)
+    fn = h.uniq("ws-authz")
+    h.create_function(lam, fn, h.py_zip({"app.py": WS_AUTHORIZER}), "python3.12", "app.handler",
+                      env={"AUTHZ_EVENTS": str(record)})
+    api_id = control(server, "POST", "/lambent/apis",
+                     {"Name": "guarded", "ProtocolType": "WEBSOCKET", "RouteSelectionExpression": "$request.body.action"})["ApiId"]
+    authorizer = control(server, "POST", f"/lambent/apis/{api_id}/authorizers", {
+        "Name": "token", "AuthorizerType": "REQUEST", "AuthorizerUri": fn,
+        "AuthorizerPayloadFormatVersion": "1.0", "IdentitySource": ["route.request.querystring.token"],
+    })
+    control(server, "POST", f"/lambent/apis/{api_id}/routes", {
+        "RouteKey": "$connect", "Target": app.function, "AuthorizationType": "CUSTOM",
+        "AuthorizerId": authorizer["AuthorizerId"],
+    })
+    control(server, "POST", f"/lambent/apis/{api_id}/routes",
+            {"RouteKey": "whoami", "Target": app.function, "RouteResponseSelectionExpression": "$default"})
+    control(server, "POST", f"/lambent/apis/{api_id}/deployments", {"StageName": "dev"})
+
+    with open_ws(app, "token=letmein", api=api_id) as ws:
+        cid = whoami(ws)
+    authz_event = json.loads(record.read_text().splitlines()[-1])
+    assert authz_event["type"] == "REQUEST"
+    assert authz_event["methodArn"] == f"arn:aws:execute-api:{h.REGION}:{h.ACCOUNT}:{api_id}/dev/$connect"
+    assert authz_event["queryStringParameters"] == {"token": "letmein"}
+    assert authz_event["requestContext"]["routeKey"] == "$connect"
+    assert authz_event["requestContext"]["connectionId"] == cid
+    expected = {"principalId": "user-1", "user": "u1", "tier": 3}
+    assert app.wait_event(cid, "$connect")["requestContext"]["authorizer"] == expected
+    assert app.wait_event(cid, "whoami")["requestContext"]["authorizer"] == expected
+
+    for query, status in [("", 401), ("token=nope", 403), ("token=explode", 500)]:
+        with pytest.raises(InvalidStatus) as refused, open_ws(app, query, api=api_id):
+            pass
+        assert refused.value.response.status_code == status, query

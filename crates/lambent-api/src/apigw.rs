@@ -38,7 +38,7 @@ const MAX_CACHED_AUTHORIZATIONS: usize = 10_000;
 /// Why a request got no answer from its route's function, with HTTP APIs' status and
 /// `message`.
 #[derive(Debug, thiserror::Error)]
-enum GatewayError {
+pub(crate) enum GatewayError {
     /// No API, stage or route for this request.
     #[error("Not Found")]
     NotFound,
@@ -290,7 +290,12 @@ async fn serve_one(
         event_v2(state, &request, &authorized)
     };
     let timeout = Duration::from_millis(route.timeout_in_millis);
-    let answer = invoke(state, &route.target, event, request_id, &parts, timeout).await?;
+    let trace_id = parts
+        .headers
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answer = invoke(state, &route.target, event, request_id, trace_id, timeout).await?;
     let mut response = if route.payload_format_version == "1.0" {
         let is_response = serde_json::from_slice::<Value>(&answer)
             .ok()
@@ -482,9 +487,8 @@ fn answers() -> &'static Mutex<BTreeMap<String, CachedAnswer>> {
     ANSWERS.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
-/// Runs a REQUEST (Lambda) authorizer: its identity sources must be present, then its
-/// function decides, by a simple response or an IAM policy; answers are cached per identity
-/// for the authorizer's TTL.
+/// Runs a REQUEST (Lambda) authorizer for an HTTP API route: its identity sources must be
+/// present, then [`lambda_decision`] decides.
 async fn lambda_authorize(
     state: &ApiState,
     request: &Incoming2<'_>,
@@ -493,25 +497,6 @@ async fn lambda_authorize(
     let mut identity = Vec::new();
     for source in &authorizer.identity_source {
         identity.push(identity_value(request, source).ok_or(GatewayError::Unauthorized(None))?);
-    }
-    let ttl = Duration::from_secs(authorizer.authorizer_result_ttl_in_seconds);
-    let cache_key = format!(
-        "{}/{}/{}",
-        request.api.api_id,
-        authorizer.authorizer_id,
-        identity.join("\u{0}")
-    );
-    if !ttl.is_zero() {
-        let cached = answers().lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = cached.get(&cache_key).filter(|e| e.until > Instant::now()) {
-            return match &entry.authorized {
-                Some((context, principal_id)) => Ok(Authorized::Lambda {
-                    context: context.clone(),
-                    principal_id: principal_id.clone(),
-                }),
-                None => Err(GatewayError::Forbidden),
-            };
-        }
     }
     let version = authorizer
         .authorizer_payload_format_version
@@ -538,6 +523,46 @@ async fn lambda_authorize(
         object.remove("body");
         object.remove("isBase64Encoded");
     }
+    let (context, principal_id) = lambda_decision(
+        state,
+        &request.api.api_id,
+        authorizer,
+        &identity,
+        event,
+        &route_arn,
+        request.request_id,
+    )
+    .await?;
+    Ok(Authorized::Lambda {
+        context,
+        principal_id,
+    })
+}
+
+/// A Lambda authorizer's decision on `event` for the route `route_arn`: the context and
+/// principal it allowed with, 403 for a denial, 500 when it failed. Answers are cached per
+/// identity for the authorizer's TTL.
+pub(crate) async fn lambda_decision(
+    state: &ApiState,
+    api_id: &str,
+    authorizer: &Authorizer,
+    identity: &[String],
+    event: Value,
+    route_arn: &str,
+    request_id: &str,
+) -> Result<(Map<String, Value>, Option<String>), GatewayError> {
+    let ttl = Duration::from_secs(authorizer.authorizer_result_ttl_in_seconds);
+    let cache_key = format!(
+        "{api_id}/{}/{}",
+        authorizer.authorizer_id,
+        identity.join("\u{0}")
+    );
+    if !ttl.is_zero() {
+        let cached = answers().lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = cached.get(&cache_key).filter(|e| e.until > Instant::now()) {
+            return entry.authorized.clone().ok_or(GatewayError::Forbidden);
+        }
+    }
     let target = authorizer
         .authorizer_uri
         .as_deref()
@@ -546,8 +571,8 @@ async fn lambda_authorize(
         state,
         target,
         event,
-        request.request_id,
-        request.parts,
+        request_id,
+        None,
         Duration::from_secs(10),
     )
     .await
@@ -574,12 +599,12 @@ async fn lambda_authorize(
             GatewayError::Internal
         })?
     } else {
-        policy_allows(state, &answer, &route_arn).map_err(|why| {
+        policy_allows(state, &answer, route_arn).map_err(|why| {
             tracing::info!(authorizer = %authorizer.name, "authorizer policy unusable: {why}");
             GatewayError::Internal
         })?
     };
-    let authorized = allowed.then(|| (context.clone(), principal_id.clone()));
+    let authorized = allowed.then_some((context, principal_id));
     if !ttl.is_zero() {
         let mut cached = answers().lock().unwrap_or_else(PoisonError::into_inner);
         if cached.len() >= MAX_CACHED_AUTHORIZATIONS {
@@ -597,13 +622,7 @@ async fn lambda_authorize(
             },
         );
     }
-    match authorized {
-        Some((context, principal_id)) => Ok(Authorized::Lambda {
-            context,
-            principal_id,
-        }),
-        None => Err(GatewayError::Forbidden),
-    }
+    authorized.ok_or(GatewayError::Forbidden)
 }
 
 /// Whether an authorizer's `policyDocument` allows `execute-api:Invoke` on the route.
@@ -632,7 +651,7 @@ async fn invoke(
     target: &str,
     event: Value,
     request_id: &str,
-    parts: &http::request::Parts,
+    trace_id: Option<String>,
     timeout: Duration,
 ) -> Result<Bytes, GatewayError> {
     let function = FunctionRef::parse(target, None).map_err(internal)?;
@@ -643,11 +662,7 @@ async fn invoke(
         log_tail: false,
         payload: Bytes::from(event.to_string()),
         client_context: None,
-        trace_id: parts
-            .headers
-            .get("x-amzn-trace-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        trace_id,
         request_id: uuid::Uuid::new_v4().to_string(),
     };
     let invoker = state.invoker.clone();

@@ -1101,6 +1101,9 @@ pub(crate) fn check_authorizer(
             "$request.querystring.",
             "$context.",
             "$stageVariables.",
+            "route.request.header.",
+            "route.request.querystring.",
+            "stageVariables.",
         ]
         .iter()
         .any(|prefix| {
@@ -1110,7 +1113,7 @@ pub(crate) fn check_authorizer(
         });
         if !ok {
             return Err(bad_request(format!(
-                "IdentitySource {source:?} must be $request.header.<name>, $request.querystring.<name>, $context.<name> or $stageVariables.<name>"
+                "IdentitySource {source:?} must be $request.header.<name>, $request.querystring.<name>, $context.<name> or $stageVariables.<name> (on WebSocket APIs also route.request.header.<name>, route.request.querystring.<name>, stageVariables.<name>)"
             )));
         }
     }

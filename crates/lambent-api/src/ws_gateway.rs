@@ -36,8 +36,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityE
 use lambent_invoke::{InvocationType, InvokeError, InvokeOutput, InvokeRequest};
 use lambent_types::FunctionRef;
 
-use crate::apigw::{self, ApiAddress};
-use crate::apis::{self, Api, Route};
+use crate::apigw::{self, ApiAddress, GatewayError};
+use crate::apis::{self, Api, Route, Stage};
 use crate::authz::Target;
 use crate::{ApiError, ApiReply, ApiState, AuthMode, Signed, access};
 
@@ -73,6 +73,9 @@ enum ConnectError {
     /// may not connect.
     #[error("Forbidden")]
     Rejected,
+    /// The `$connect` route's Lambda authorizer found no identity in the request.
+    #[error("Unauthorized")]
+    Unauthorized,
     /// The request is not a WebSocket upgrade.
     #[error("Upgrade Required")]
     NotUpgrade,
@@ -85,6 +88,7 @@ impl ConnectError {
     fn status(&self) -> StatusCode {
         match self {
             Self::NoStage | Self::Rejected => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotUpgrade => StatusCode::UPGRADE_REQUIRED,
             Self::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -504,6 +508,9 @@ struct ConnectionInfo {
     multi_value_headers: Map<String, Value>,
     routes: Vec<Route>,
     selection_expression: String,
+    /// What the `$connect` route's Lambda authorizer allowed with (`principalId` and its
+    /// context), given to every event of the connection.
+    authorizer: Option<Value>,
 }
 
 impl ConnectionInfo {
@@ -516,7 +523,7 @@ impl ConnectionInfo {
         now: SystemTime,
     ) -> Value {
         let message_id = (event_type == "MESSAGE").then(connection_id);
-        json!({
+        let mut context = json!({
             "routeKey": route_key,
             "eventType": event_type,
             "extendedRequestId": request_id,
@@ -531,7 +538,11 @@ impl ConnectionInfo {
             "domainName": self.domain_name,
             "connectionId": self.connection_id,
             "apiId": self.api_id,
-        })
+        });
+        if let Some(authorizer) = &self.authorizer {
+            context["authorizer"] = authorizer.clone();
+        }
+        context
     }
 
     fn route(&self, key: &str) -> Option<&Route> {
@@ -645,19 +656,60 @@ fn is_upgrade(parts: &http::request::Parts) -> bool {
         && parts.headers.contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
+/// The value of a WebSocket identity source (`route.request.header.X`,
+/// `route.request.querystring.X`, `stageVariables.X`, or the same with `$`) in a `$connect`
+/// request; `None` when absent or empty.
+fn connect_identity(
+    parts: &http::request::Parts,
+    variables: &std::collections::BTreeMap<String, String>,
+    source: &str,
+) -> Option<String> {
+    let source = source.trim_start_matches('$');
+    let source = source.strip_prefix("route.").unwrap_or(source);
+    let value = if let Some(name) = source.strip_prefix("request.header.") {
+        parts
+            .headers
+            .get_all(name.to_ascii_lowercase().as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",")
+    } else if let Some(name) = source.strip_prefix("request.querystring.") {
+        let (query, _) = query_maps(parts.uri.query().unwrap_or(""));
+        query
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    } else if let Some(name) = source.strip_prefix("stageVariables.") {
+        variables.get(name).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    };
+    (!value.is_empty()).then_some(value)
+}
+
 /// Checks a `$connect` route's own authorization: `AWS_IAM` needs a SigV4 signature
-/// (service `execute-api`) from a caller allowed `execute-api:Invoke` on the route.
-fn authorize_connect(
+/// (service `execute-api`) from a caller allowed `execute-api:Invoke` on the route;
+/// `CUSTOM` runs its Lambda (REQUEST) authorizer, whose answer (`principalId` and context)
+/// is returned for the connection's events.
+async fn authorize_connect(
     state: &ApiState,
     route: &Route,
+    stage: &Stage,
     parts: &http::request::Parts,
     info: &ConnectionInfo,
     peer: SocketAddr,
     request_id: &str,
-) -> Result<(), ConnectError> {
+) -> Result<Option<Value>, ConnectError> {
+    let variables = &stage.stage_variables;
+    let route_arn = format!(
+        "arn:aws:execute-api:{}:{}:{}/{}/$connect",
+        state.arns.region, state.arns.account_id, info.api_id, info.stage
+    );
     match route.authorization_type.as_str() {
-        "NONE" => Ok(()),
-        "AWS_IAM" if state.auth == AuthMode::Disabled => Ok(()),
+        "NONE" => Ok(None),
+        "AWS_IAM" if state.auth == AuthMode::Disabled => Ok(None),
         "AWS_IAM" => {
             let signed = Signed {
                 parts,
@@ -669,16 +721,64 @@ fn authorize_connect(
                 .map_err(|_| ConnectError::Rejected)?;
             let target = Target {
                 action: "execute-api:Invoke".to_string(),
-                resource: format!(
-                    "arn:aws:execute-api:{}:{}:{}/{}/$connect",
-                    state.arns.region, state.arns.account_id, info.api_id, info.stage
-                ),
+                resource: route_arn,
             };
             access::authorize_with(state, &caller, &target, peer, false, &[])
-                .map_err(|_| ConnectError::Rejected)
+                .map_err(|_| ConnectError::Rejected)?;
+            Ok(None)
+        }
+        "CUSTOM" => {
+            let authorizer = route
+                .authorizer_id
+                .as_deref()
+                .and_then(|id| {
+                    let deployment = stage.deployment.as_ref()?;
+                    deployment.authorizers.iter().find(|a| a.authorizer_id == id)
+                })
+                .ok_or_else(|| {
+                    tracing::warn!(api = %info.api_id, "the $connect route names a missing authorizer");
+                    ConnectError::Failed
+                })?;
+            let mut identity = Vec::new();
+            for source in &authorizer.identity_source {
+                identity.push(
+                    connect_identity(parts, variables, source).ok_or(ConnectError::Unauthorized)?,
+                );
+            }
+            let (query, multi_query) = query_maps(parts.uri.query().unwrap_or(""));
+            let event = json!({
+                "type": "REQUEST",
+                "methodArn": route_arn,
+                "headers": info.headers,
+                "multiValueHeaders": info.multi_value_headers,
+                "queryStringParameters": query,
+                "multiValueQueryStringParameters": multi_query,
+                "stageVariables": variables,
+                "requestContext": info.context("$connect", "CONNECT", request_id, SystemTime::now()),
+            });
+            let (context, principal_id) = crate::apigw::lambda_decision(
+                state,
+                &info.api_id,
+                authorizer,
+                &identity,
+                event,
+                &route_arn,
+                request_id,
+            )
+            .await
+            .map_err(|e| match e {
+                GatewayError::Forbidden => ConnectError::Rejected,
+                GatewayError::Unauthorized(_) => ConnectError::Unauthorized,
+                _ => ConnectError::Failed,
+            })?;
+            let mut given = context;
+            if let Some(principal) = principal_id {
+                given.insert("principalId".into(), json!(principal));
+            }
+            Ok(Some(Value::Object(given)))
         }
         other => {
-            tracing::warn!(api = %info.api_id, "the $connect route's {other} authorizer is not supported on WebSocket APIs; refusing the connection");
+            tracing::warn!(api = %info.api_id, "the $connect route's {other} authorization is not supported on WebSocket APIs; refusing the connection");
             Err(ConnectError::Failed)
         }
     }
@@ -697,11 +797,9 @@ async fn connect(
     if !rest.trim_start_matches('/').is_empty() {
         return Err(ConnectError::NoStage);
     }
-    let routes = api
-        .stage(&stage_name)
-        .and_then(|s| s.deployment.as_ref())
-        .map(|d| d.routes.clone())
-        .ok_or(ConnectError::NoStage)?;
+    let stage = api.stage(&stage_name).ok_or(ConnectError::NoStage)?;
+    let deployment = stage.deployment.as_ref().ok_or(ConnectError::NoStage)?;
+    let routes = deployment.routes.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     if !is_upgrade(&parts) {
@@ -715,7 +813,7 @@ async fn connect(
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
     let (headers, multi_value_headers) = header_maps(&parts);
     let now = SystemTime::now();
-    let info = ConnectionInfo {
+    let mut info = ConnectionInfo {
         connection_id: connection_id(),
         api_id: api.api_id.clone(),
         stage: stage_name,
@@ -732,11 +830,14 @@ async fn connect(
         multi_value_headers,
         routes,
         selection_expression: api.route_selection_expression.clone(),
+        authorizer: None,
     };
 
     let mut protocol = None;
-    if let Some(route) = info.route("$connect") {
-        authorize_connect(&state, route, &parts, &info, peer, request_id)?;
+    if let Some(route) = info.route("$connect").cloned() {
+        info.authorizer =
+            authorize_connect(&state, &route, stage, &parts, &info, peer, request_id).await?;
+        let route = &route;
         let mut event = json!({
             "headers": info.headers,
             "multiValueHeaders": info.multi_value_headers,
