@@ -77,7 +77,8 @@ fi
 export LAMBENT_BIN="$target_dir/debug/lambent"
 export LAMBENT_TEST_RUST_BOOTSTRAP="$target_dir/debug/bootstrap"
 export LAMBENT_TEST_PROBE="$target_dir/debug/probe"
-for bin in "$LAMBENT_BIN" "$LAMBENT_TEST_RUST_BOOTSTRAP" "$LAMBENT_TEST_PROBE"; do
+export LAMBENT_TEST_HTTP_ECHO="$target_dir/debug/http-echo"
+for bin in "$LAMBENT_BIN" "$LAMBENT_TEST_RUST_BOOTSTRAP" "$LAMBENT_TEST_PROBE" "$LAMBENT_TEST_HTTP_ECHO"; do
     if [[ ! -x "$bin" ]]; then
         echo "error: $bin was not built" >&2
         exit 1

@@ -789,6 +789,11 @@ def paginate_all(fn, key: str, page_size: int, **kw) -> tuple[list, int]:
 # the sandbox probe (tests/functions/probe-rs, test_sandbox.py)
 
 
+def http_echo_binary() -> Path:
+    """The lambda_http test function (tests/functions/http-rs)."""
+    return Path(os.environ.get("LAMBENT_TEST_HTTP_ECHO") or _default_target_dir() / "debug" / "http-echo")
+
+
 def probe_binary() -> Path:
     return Path(os.environ.get("LAMBENT_TEST_PROBE") or _default_target_dir() / "debug" / "probe")
 

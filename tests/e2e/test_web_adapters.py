@@ -177,3 +177,53 @@ def test_powertools_resolvers(powertools_bases, front):
     assert resp.json() == {"created": "widget"} and resp.headers["x-made"] == "yes"
     resp = requests.get(f"{b}/nope", timeout=30)
     assert resp.status_code == 404 and resp.text == "nothing here"
+
+
+# ---------------------------------------------------------------------------------------
+# Rust lambda_http: it picks the event type by trying deserializers in turn, so it needs
+# complete events of the right shape.
+
+
+@pytest.fixture(scope="module")
+def lambda_http_bases(server, lam) -> dict[str, str]:
+    """The lambda_http function behind a function URL and HTTP APIs (2.0 and 1.0), each on a
+    stage with the variable color=blue."""
+    import helpers as h
+    from test_lambent_cli import as_json, lambent
+
+    def api(*args):
+        return as_json(lambent(server, "api", *args, "--output", "json"))
+
+    name = h.uniq("lambda-http")
+    code = h.make_zip({"bootstrap": (h.http_echo_binary().read_bytes(), 0o755)})
+    h.create_function(lam, name, code, "provided.al2023", "bootstrap", Timeout=10, MemorySize=128)
+    created = lam.create_function_url_config(FunctionName=name, AuthType="NONE")
+    make_public(lam, name)
+    bases = {"url": f"http://127.0.0.1:{server.url_port}/{url_id(created['FunctionUrl'])}"}
+    for version in ("2.0", "1.0"):
+        api_id = api("create", f"lambda-http-{version}")["ApiId"]
+        api("route", "add", api_id, "ANY /items/{id}", "--target", name, "--payload-format", version)
+        api("stage", "add", api_id, "$default", "--var", "color=blue")
+        api("deploy", api_id)
+        bases[version] = f"http://127.0.0.1:{server.url_port}/{api_id}"
+    return bases
+
+
+@pytest.mark.parametrize("front,kind", [("url", "apigw-v2"), ("2.0", "apigw-v2"), ("1.0", "apigw-v1")])
+def test_lambda_http(lambda_http_bases, front, kind):
+    resp = requests.post(
+        f"{lambda_http_bases[front]}/items/7?q=search",
+        data="hello rust",
+        headers={"X-Custom": "c", "Content-Type": "text/plain"},
+        timeout=30,
+    )
+    assert resp.status_code == 201, resp.text
+    assert resp.headers["x-rust"] == "lambda_http"
+    got = resp.json()
+    assert got["kind"] == kind
+    assert got["method"] == "POST" and got["path"] == "/items/7"
+    assert got["q"] == "search" and got["header"] == "c" and got["body"] == "hello rust"
+    if front == "url":
+        assert got["id"] is None and got["color"] is None
+    else:
+        assert got["id"] == "7" and got["color"] == "blue"
