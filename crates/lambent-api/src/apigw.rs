@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use lambent_invoke::{InvocationType, InvokeError, InvokeOutput, InvokeRequest};
@@ -223,24 +223,14 @@ async fn serve_one(
         .ok_or(GatewayError::NotFound)?;
     let (stage, stage_path) = stage_of(&api, &address.path).ok_or(GatewayError::NotFound)?;
     let deployment: &Deployment = stage.deployment.as_ref().ok_or(GatewayError::NotFound)?;
-    let cors = deployment.cors_configuration.clone().filter(|c| {
-        c.as_object()
-            .is_some_and(|o| o.values().any(|v| !v.is_null()))
-    });
+    let cors = urls_gateway::configured_cors(deployment.cors_configuration.as_ref());
     let origin = req
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if req.method() == Method::OPTIONS
-        && let (Some(cors), Some(origin)) = (&cors, &origin)
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        let mut response = Response::new(Full::new(Bytes::new()));
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        urls_gateway::preflight_headers(cors, origin, response.headers_mut());
+    // HTTP APIs answer preflights with 204.
+    if let Some(response) = urls_gateway::preflight(&req, cors.as_ref(), StatusCode::NO_CONTENT) {
         return Ok(response);
     }
 
@@ -436,7 +426,7 @@ fn identity_value(request: &Incoming2<'_>, source: &str) -> Option<String> {
             .collect();
         values.join(",")
     } else if let Some(name) = source.strip_prefix("$request.querystring.") {
-        let values: Vec<String> = query_pairs(request.parts.uri.query().unwrap_or(""))
+        let values: Vec<String> = crate::parse_query(request.parts.uri.query().unwrap_or(""))
             .into_iter()
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v)
@@ -461,19 +451,6 @@ fn identity_value(request: &Incoming2<'_>, source: &str) -> Option<String> {
         String::new()
     };
     (!value.is_empty()).then_some(value)
-}
-
-fn query_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                urls_gateway::decode_component(key),
-                urls_gateway::decode_component(value),
-            )
-        })
-        .collect()
 }
 
 /// A cached Lambda authorizer answer.
@@ -690,6 +667,44 @@ async fn invoke(
     Ok(result.body)
 }
 
+/// A request's headers as `(single, multi)` maps of lower-case names: `single` holds what
+/// `pick` makes of each header's values (API Gateway's 1.0 events keep the last value,
+/// WebSocket events join them), `multi` every value.
+pub(crate) fn header_maps(
+    headers: &http::HeaderMap,
+    pick: impl Fn(&[&str]) -> Option<String>,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let mut single = Map::new();
+    let mut multi = Map::new();
+    for name in headers.keys() {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if let Some(value) = pick(&values) {
+            single.insert(name.as_str().to_string(), json!(value));
+        }
+        multi.insert(name.as_str().to_string(), json!(values));
+    }
+    (single, multi)
+}
+
+/// A query string as `(single, multi)` maps: the last value of each key, and all of them.
+pub(crate) fn query_maps(raw: &str) -> (Map<String, Value>, Map<String, Value>) {
+    let mut single = Map::new();
+    let mut multi: Map<String, Value> = Map::new();
+    for (key, value) in crate::parse_query(raw) {
+        if let Some(Value::Array(list)) = multi.get_mut(&key) {
+            list.push(json!(value));
+        } else {
+            multi.insert(key.clone(), json!([value]));
+        }
+        single.insert(key, json!(value));
+    }
+    (single, multi)
+}
+
 /// The payload-format-2.0 event: the function URL event with the route, stage, path
 /// parameters, stage variables and authorizer of an HTTP API.
 fn event_v2(state: &ApiState, request: &Incoming2<'_>, authorized: &Authorized) -> Value {
@@ -758,31 +773,10 @@ fn event_v2(state: &ApiState, request: &Incoming2<'_>, authorized: &Authorized) 
 /// The payload-format-1.0 event (REST API proxy shape) of an HTTP API.
 fn event_v1(state: &ApiState, request: &Incoming2<'_>, authorized: &Authorized) -> Value {
     let parts = request.parts;
-    let mut headers = Map::new();
-    let mut multi_headers = Map::new();
-    for name in parts.headers.keys() {
-        let values: Vec<&str> = parts
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if let Some(last) = values.last() {
-            headers.insert(name.as_str().to_string(), json!(last));
-        }
-        multi_headers.insert(name.as_str().to_string(), json!(values));
-    }
-    let mut query = Map::new();
-    let mut multi_query: Map<String, Value> = Map::new();
-    for (key, value) in query_pairs(parts.uri.query().unwrap_or("")) {
-        query.insert(key.clone(), json!(value));
-        match multi_query.get_mut(&key) {
-            Some(Value::Array(values)) => values.push(json!(value)),
-            _ => {
-                multi_query.insert(key, json!([value]));
-            }
-        }
-    }
+    let (headers, multi_headers) = header_maps(&parts.headers, |values| {
+        values.last().map(|v| (*v).to_string())
+    });
+    let (query, multi_query) = query_maps(parts.uri.query().unwrap_or(""));
     let user_agent = parts
         .headers
         .get(header::USER_AGENT)

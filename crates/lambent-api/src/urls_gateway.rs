@@ -371,14 +371,7 @@ async fn serve_one(
     let address =
         address(host.as_deref(), req.uri().path(), &state.arns.region).ok_or(UrlError::NotFound)?;
     let (function, alias, config) = find_config(state, &address.id)?;
-    // An empty `Cors` (`{}`, as an update may leave it) is no CORS configuration.
-    let cors = config
-        .get("Cors")
-        .filter(|c| {
-            c.as_object()
-                .is_some_and(|o| o.values().any(|v| !v.is_null()))
-        })
-        .cloned();
+    let cors = configured_cors(config.get("Cors"));
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -386,14 +379,7 @@ async fn serve_one(
         .map(str::to_owned);
 
     // CORS preflights are the platform's to answer.
-    if req.method() == Method::OPTIONS
-        && let (Some(cors), Some(origin)) = (&cors, &origin)
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        let mut response = Response::new(Full::new(Bytes::new()));
-        preflight_headers(cors, origin, response.headers_mut());
+    if let Some(response) = preflight(&req, cors.as_ref(), StatusCode::OK) {
         return Ok(response.map(Either::Left));
     }
 
@@ -882,8 +868,41 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
+/// A CORS configuration that configures something (an empty `{}`, as an update may leave
+/// it, is none).
+pub(crate) fn configured_cors(cors: Option<&Value>) -> Option<Value> {
+    cors.filter(|c| {
+        c.as_object()
+            .is_some_and(|o| o.values().any(|v| !v.is_null()))
+    })
+    .cloned()
+}
+
+/// The gateway's answer (with `status`) to a CORS preflight: an `OPTIONS` request with
+/// `Origin` and `Access-Control-Request-Method`, when CORS is configured; `None` for any
+/// other request, which goes on to the function.
+pub(crate) fn preflight<B>(
+    req: &Request<B>,
+    cors: Option<&Value>,
+    status: StatusCode,
+) -> Option<Response<Full<Bytes>>> {
+    let cors = cors?;
+    let origin = req.headers().get(header::ORIGIN)?.to_str().ok()?;
+    if req.method() != Method::OPTIONS
+        || !req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return None;
+    }
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    preflight_headers(cors, origin, response.headers_mut());
+    Some(response)
+}
+
 /// The answer to a preflight: what the config allows, nothing when the origin is not allowed.
-pub(crate) fn preflight_headers(cors: &Value, origin: &str, headers: &mut HeaderMap) {
+fn preflight_headers(cors: &Value, origin: &str, headers: &mut HeaderMap) {
     let Some(allow_origin) = allowed_origin(cors, origin) else {
         return;
     };

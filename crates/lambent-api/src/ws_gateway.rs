@@ -608,36 +608,6 @@ fn status_code(answer: &Value) -> Option<u64> {
     }
 }
 
-fn header_maps(parts: &http::request::Parts) -> (Map<String, Value>, Map<String, Value>) {
-    let mut headers = Map::new();
-    let mut multi = Map::new();
-    for name in parts.headers.keys() {
-        let values: Vec<&str> = parts
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        headers.insert(name.as_str().to_string(), json!(values.join(",")));
-        multi.insert(name.as_str().to_string(), json!(values));
-    }
-    (headers, multi)
-}
-
-fn query_maps(raw: &str) -> (Map<String, Value>, Map<String, Value>) {
-    let mut single = Map::new();
-    let mut multi: Map<String, Value> = Map::new();
-    for (key, value) in crate::parse_query(raw) {
-        if let Some(Value::Array(list)) = multi.get_mut(&key) {
-            list.push(json!(value));
-        } else {
-            multi.insert(key.clone(), json!([value]));
-        }
-        single.insert(key, json!(value));
-    }
-    (single, multi)
-}
-
 fn is_upgrade(parts: &http::request::Parts) -> bool {
     let has = |name: header::HeaderName, token: &str| {
         parts.headers.get_all(name).iter().any(|v| {
@@ -675,7 +645,7 @@ fn connect_identity(
             .collect::<Vec<_>>()
             .join(",")
     } else if let Some(name) = source.strip_prefix("request.querystring.") {
-        let (query, _) = query_maps(parts.uri.query().unwrap_or(""));
+        let (query, _) = apigw::query_maps(parts.uri.query().unwrap_or(""));
         query
             .get(name)
             .and_then(Value::as_str)
@@ -745,7 +715,7 @@ async fn authorize_connect(
                     connect_identity(parts, variables, source).ok_or(ConnectError::Unauthorized)?,
                 );
             }
-            let (query, multi_query) = query_maps(parts.uri.query().unwrap_or(""));
+            let (query, multi_query) = apigw::query_maps(parts.uri.query().unwrap_or(""));
             let event = json!({
                 "type": "REQUEST",
                 "methodArn": route_arn,
@@ -811,7 +781,8 @@ async fn connect(
         .map(HeaderValue::as_bytes)
         .unwrap_or_default();
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
-    let (headers, multi_value_headers) = header_maps(&parts);
+    let (headers, multi_value_headers) =
+        apigw::header_maps(&parts.headers, |values| Some(values.join(",")));
     let now = SystemTime::now();
     let mut info = ConnectionInfo {
         connection_id: connection_id(),
@@ -844,7 +815,7 @@ async fn connect(
             "requestContext": info.context("$connect", "CONNECT", request_id, now),
             "isBase64Encoded": false,
         });
-        let (query, multi_query) = query_maps(parts.uri.query().unwrap_or(""));
+        let (query, multi_query) = apigw::query_maps(parts.uri.query().unwrap_or(""));
         if !query.is_empty() {
             event["queryStringParameters"] = Value::Object(query);
             event["multiValueQueryStringParameters"] = Value::Object(multi_query);
