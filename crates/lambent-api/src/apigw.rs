@@ -623,7 +623,7 @@ fn policy_allows(state: &ApiState, answer: &Value, route_arn: &str) -> Result<bo
 
 /// Invokes `target` synchronously with `event`, waiting at most `timeout` (the invocation
 /// itself runs on to its end, as behind API Gateway).
-async fn invoke(
+pub(crate) async fn invoke(
     state: &ApiState,
     target: &str,
     event: Value,

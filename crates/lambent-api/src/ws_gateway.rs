@@ -33,9 +33,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 
-use lambent_invoke::{InvocationType, InvokeError, InvokeOutput, InvokeRequest};
-use lambent_types::FunctionRef;
-
 use crate::apigw::{self, ApiAddress, GatewayError};
 use crate::apis::{self, Api, Route, Stage};
 use crate::authz::Target;
@@ -559,41 +556,11 @@ enum Called {
 }
 
 async fn call(state: &ApiState, route: &Route, event: &Value, request_id: &str) -> Called {
-    let function = match FunctionRef::parse(&route.target, None) {
-        Ok(function) => function,
-        Err(e) => {
-            tracing::warn!(route = %route.route_key, target = %route.target, "bad route target: {e}");
-            return Called::Failed;
-        }
-    };
-    let request = InvokeRequest {
-        function,
-        invocation_type: InvocationType::RequestResponse,
-        log_tail: false,
-        payload: Bytes::from(event.to_string()),
-        client_context: None,
-        trace_id: None,
-        request_id: request_id.to_string(),
-    };
     let limit = Duration::from_millis(route.timeout_in_millis);
-    match tokio::time::timeout(limit, state.invoker.invoke(request)).await {
-        Ok(Ok(InvokeOutput::Completed { result, .. })) if !result.function_error => {
-            Called::Answer(result.body)
-        }
-        Ok(Ok(InvokeOutput::Completed { result, .. })) => {
-            tracing::info!(route = %route.route_key, target = %route.target, "WebSocket route's function failed: {}", String::from_utf8_lossy(&result.body));
-            Called::Failed
-        }
-        Ok(Ok(_)) => Called::Failed,
-        Ok(Err(e)) => {
-            let level_warn = !matches!(e, InvokeError::Throttled(_));
-            if level_warn {
-                tracing::warn!(route = %route.route_key, target = %route.target, "WebSocket route invocation failed: {e}");
-            }
-            Called::Failed
-        }
-        Err(_) => {
-            tracing::info!(route = %route.route_key, target = %route.target, "WebSocket route timed out after {limit:?}");
+    match apigw::invoke(state, &route.target, event.clone(), request_id, None, limit).await {
+        Ok(answer) => Called::Answer(answer),
+        Err(error) => {
+            tracing::info!(route = %route.route_key, target = %route.target, "WebSocket route's function failed: {error}");
             Called::Failed
         }
     }
