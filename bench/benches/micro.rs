@@ -683,6 +683,7 @@ fn runtime_api(c: &mut Criterion, measuring: bool) -> RuntimeApiRun {
                 )),
                 credentials: None,
                 max_environment_age: None,
+                max_concurrent_inits: 0,
             },
             hosts,
         )

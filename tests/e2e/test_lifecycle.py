@@ -321,3 +321,29 @@ def test_runtime_ignoring_sigterm_is_killed_after_the_grace(ql):
     ql.update_function_configuration(FunctionName=name, Description="retire")
     assert wait_gone(pid, timeout=6), "SIGKILL follows the 2 s grace"
     assert time.time() - retired >= 1.5, "the runtime was given its grace period first"
+
+
+SLOW_INIT = "import os, time\ntime.sleep(1.5)\ndef handler(e, c):\n    return {'pid': os.getpid()}\n"
+
+
+def test_cold_starts_beyond_the_init_slots_wait_for_a_freed_environment(tmp_path):
+    """With one init slot, concurrent cold starts do not all start environments: the ones
+    that wait take the first environment that frees up, as soon as it does (the open-loop
+    collapse of issue 6 came from starting every cold start at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = h.start_server(tmp_path / "data", tmp_path / "server.log", extra_args=("--max-concurrent-inits", "1"))
+    try:
+        client = srv.client(max_pool_connections=8)
+        name = h.uniq("slots")
+        h.create_function(client, name, h.py_zip({"app.py": SLOW_INIT}), "python3.12", "app.handler", Timeout=30)
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            pids = list(pool.map(lambda _: h.invoke_ok(client, name, {})[1]["pid"], range(4)))
+        elapsed = time.monotonic() - started
+        # One init at a time: the first environment is up after its 1.5 s init and serves
+        # the others, while at most the next init (started when the first slot freed) runs.
+        assert len(set(pids)) <= 2, pids
+        assert elapsed < 6, f"4 invokes took {elapsed:.1f} s"
+    finally:
+        assert srv.terminate() == 0

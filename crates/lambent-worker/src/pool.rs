@@ -20,6 +20,19 @@ use lambent_sandbox::{Directories, NetworkMode, Sandbox};
 /// waits this long for such an environment before starting a new one.
 const RETURN_TO_NEXT: Duration = Duration::from_millis(50);
 
+/// Shortest time an init slot is held for a runtime that never reaches `/next` (functions
+/// with a longer timeout hold it that long).
+const INIT_SLOT_HOLD: Duration = Duration::from_secs(10);
+
+/// Init slots for `configured` (0: four per available core).
+fn init_slot_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    (cores * 4).max(4)
+}
+
 /// The function tag that chooses an environment's network mode (`none`, `bridge`, `host`).
 pub const NETWORK_TAG: &str = "lambent:network";
 
@@ -51,6 +64,9 @@ pub struct WorkerConfig {
     pub credentials: Option<Arc<dyn RoleCredentials>>,
     /// Environments older than this are not given new work (their credentials would expire).
     pub max_environment_age: Option<Duration>,
+    /// Most on-demand environments initializing at once; further cold starts wait for a slot
+    /// or take the first environment of their function that frees up. 0 picks 4 per core.
+    pub max_concurrent_inits: usize,
 }
 
 /// Source of the execution-role variables an environment starts with
@@ -100,6 +116,11 @@ pub struct Worker {
     provision_targets: Mutex<HashMap<(String, String), ProvisionTarget>>,
     /// Per (function, version): environments started before this instant must not be reused.
     retired_before: Mutex<HashMap<(String, String), Instant>>,
+    /// Slots for on-demand environments initializing at once (see
+    /// [`WorkerConfig::max_concurrent_inits`]).
+    init_slots: Arc<tokio::sync::Semaphore>,
+    /// Wakes invocations waiting for an init slot when an environment is parked idle.
+    parked: tokio::sync::Notify,
 }
 
 /// Decrements the in-flight count when an invocation ends, however it ends.
@@ -114,6 +135,7 @@ impl Drop for InFlightGuard<'_> {
 impl Worker {
     /// Creates a worker and starts its idle reaper.
     pub fn new(config: WorkerConfig, hosts: RuntimeHosts) -> Arc<Self> {
+        let config_inits = config.max_concurrent_inits;
         let worker = Arc::new(Self {
             config,
             hosts,
@@ -123,6 +145,8 @@ impl Worker {
             closing: AtomicBool::new(false),
             retired_before: Mutex::new(HashMap::new()),
             provision_targets: Mutex::new(HashMap::new()),
+            init_slots: Arc::new(tokio::sync::Semaphore::new(init_slot_count(config_inits))),
+            parked: tokio::sync::Notify::new(),
         });
         let weak = Arc::downgrade(&worker);
         let period = (worker.config.idle_timeout / 4)
@@ -180,29 +204,41 @@ impl Worker {
             version: config.version.clone(),
             revision: config.revision_id.clone(),
         };
-        let warm = match self.take_idle(&key) {
-            Some(entry) if entry.env.is_parked() || entry.env.wait_parked(RETURN_TO_NEXT).await => {
-                Some(entry.env)
+        let (env, cold_start) = loop {
+            if let Some(env) = self.take_warm(&key).await {
+                break (env, false);
             }
-            Some(entry) => {
-                // Back to the pool with its original release time, so the reaper can tell
-                // it is stuck.
-                if let Ok(mut idle) = self.idle.lock() {
-                    idle.entry(key.clone()).or_default().push(entry);
-                }
-                None
-            }
-            None => None,
-        };
-        let (env, cold_start) = match warm {
-            Some(env) => (env, false),
-            None => match self
+            // Registered before the slot is tried, so a park in between is not missed.
+            let parked = self.parked.notified();
+            tokio::pin!(parked);
+            parked.as_mut().enable();
+            let slot = match self.init_slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => tokio::select! {
+                    () = &mut parked => None,
+                    slot = self.init_slots.clone().acquire_owned() => slot.ok(),
+                },
+            };
+            let Some(slot) = slot else {
+                // An environment was parked: perhaps one of this function's.
+                continue;
+            };
+            match self
                 .start_environment(config, task_root, layer_roots, "on-demand")
                 .await?
             {
-                Ok(env) => (env, true),
+                Ok(env) => {
+                    // The slot is held until the runtime is initialized (or gave up).
+                    let initializing = env.clone();
+                    let limit = Duration::from_secs(u64::from(config.timeout)).max(INIT_SLOT_HOLD);
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        initializing.wait_initialized(limit).await;
+                    });
+                    break (env, true);
+                }
                 Err(message) => return Ok(self.entrypoint_failure(config, invocation, &message)),
-            },
+            }
         };
         if let Ok(mut busy) = self.busy.lock() {
             busy.insert(env.id.clone(), (key.clone(), env.clone()));
@@ -449,6 +485,21 @@ impl Worker {
                 timeout: Duration::from_secs(u64::from(config.timeout)),
             });
         }
+        self.parked.notify_waiters();
+    }
+
+    /// An idle environment of `key` whose runtime waits in `/next` (or is about to).
+    async fn take_warm(&self, key: &PoolKey) -> Option<Arc<Environment>> {
+        let entry = self.take_idle(key)?;
+        if entry.env.is_parked() || entry.env.wait_parked(RETURN_TO_NEXT).await {
+            return Some(entry.env);
+        }
+        // Back to the pool with its original release time, so the reaper can tell it is
+        // stuck.
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.entry(key.clone()).or_default().push(entry);
+        }
+        None
     }
 
     fn take_idle(&self, key: &PoolKey) -> Option<IdleEnv> {

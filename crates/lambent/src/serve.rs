@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// Most invocations running at once (the account concurrency limit).
     #[arg(long, env = "LAMBENT_MAX_CONCURRENCY", default_value_t = 1000)]
     max_concurrency: usize,
+    /// Most environments initializing at once for on-demand cold starts; other cold starts
+    /// wait for a slot or take the first environment of their function that frees up
+    /// (0: four per core).
+    #[arg(long, env = "LAMBENT_MAX_CONCURRENT_INITS", default_value_t = 0)]
+    max_concurrent_inits: usize,
     /// Seconds before the first retry of a failed async invocation (doubles for the second;
     /// fractions allowed).
     #[arg(long, env = "LAMBENT_ASYNC_RETRY_DELAY", default_value_t = 60.0, value_parser = parse_seconds)]
@@ -356,6 +361,7 @@ pub async fn run(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
             })),
             // Retired with a margin before their credentials expire.
             max_environment_age: Some(sessions.duration().mul_f64(0.9)),
+            max_concurrent_inits: args.max_concurrent_inits,
         },
         hosts,
     );
