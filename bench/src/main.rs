@@ -57,6 +57,9 @@ pub struct Cli {
     /// Concurrency levels of the warm scenarios (default 1, 8, 64; smoke 1, 8).
     #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<usize>,
+    /// Invokes per second of the warm scenarios' open loop (default: half the c=8 throughput).
+    #[arg(long)]
+    pub open_rate: Option<f64>,
     /// Also run the peers (cargo-lambda watch, serverless-offline) side by side.
     #[arg(long)]
     pub peers: bool,

@@ -205,13 +205,15 @@ async fn warm(cli: &Cli, kind: Kind) -> anyhow::Result<ScenarioResult> {
         bail!("{name} failed: {}", String::from_utf8_lossy(&first.body));
     }
     let ours = levels(&invoker, &payload, cli, concurrency).await?;
-    // Open loop at half the closed-loop throughput of c=8: latency under a steady arrival rate.
-    let rate = ours
-        .iter()
-        .find(|(c, _)| *c == 8)
-        .and_then(|(_, m)| m["median"]["throughput"].as_f64())
-        .unwrap_or(100.0)
-        * 0.5;
+    // Open loop at half the closed-loop throughput of c=8 (or `--open-rate`): latency under a
+    // steady arrival rate.
+    let rate = cli.open_rate.unwrap_or_else(|| {
+        ours.iter()
+            .find(|(c, _)| *c == 8)
+            .and_then(|(_, m)| m["median"]["throughput"].as_f64())
+            .unwrap_or(100.0)
+            * 0.5
+    });
     let open_seconds = if cli.smoke { 1.0 } else { cli.seconds };
     let open = load::open_loop(
         &invoker,

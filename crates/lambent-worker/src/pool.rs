@@ -24,6 +24,9 @@ const RETURN_TO_NEXT: Duration = Duration::from_millis(50);
 /// with a longer timeout hold it that long).
 const INIT_SLOT_HOLD: Duration = Duration::from_secs(10);
 
+/// The init time assumed for a function version none of whose inits was measured yet.
+const UNKNOWN_INIT_ESTIMATE: Duration = Duration::from_millis(100);
+
 /// Init slots for `configured` (0: four per available core).
 fn init_slot_count(configured: usize) -> usize {
     if configured > 0 {
@@ -121,6 +124,8 @@ pub struct Worker {
     init_slots: Arc<tokio::sync::Semaphore>,
     /// Wakes invocations waiting for an init slot when an environment is parked idle.
     parked: tokio::sync::Notify,
+    /// How long the last on-demand init of each function version took.
+    init_estimates: Arc<Mutex<HashMap<PoolKey, Duration>>>,
 }
 
 /// Decrements the in-flight count when an invocation ends, however it ends.
@@ -147,6 +152,7 @@ impl Worker {
             provision_targets: Mutex::new(HashMap::new()),
             init_slots: Arc::new(tokio::sync::Semaphore::new(init_slot_count(config_inits))),
             parked: tokio::sync::Notify::new(),
+            init_estimates: Arc::new(Mutex::new(HashMap::new())),
         });
         let weak = Arc::downgrade(&worker);
         let period = (worker.config.idle_timeout / 4)
@@ -204,14 +210,30 @@ impl Worker {
             version: config.version.clone(),
             revision: config.revision_id.clone(),
         };
+        // While environments of this function are busy, a cold start first waits about as
+        // long as an init of it takes for one of them to free up: under load, starting
+        // environments costs more CPU than waiting for the ones running.
+        let mut patient_until = None;
         let (env, cold_start) = loop {
             if let Some(env) = self.take_warm(&key).await {
                 break (env, false);
             }
-            // Registered before the slot is tried, so a park in between is not missed.
+            // Registered before anything is tried, so a park in between is not missed.
             let parked = self.parked.notified();
             tokio::pin!(parked);
             parked.as_mut().enable();
+            if patient_until.is_none() && self.busy_count(&key) > 0 {
+                patient_until = Some(tokio::time::Instant::now() + self.init_estimate(&key));
+            }
+            if let Some(until) = patient_until
+                && tokio::time::Instant::now() < until
+            {
+                tokio::select! {
+                    () = &mut parked => {}
+                    () = tokio::time::sleep_until(until) => {}
+                }
+                continue;
+            }
             let slot = match self.init_slots.clone().try_acquire_owned() {
                 Ok(slot) => Some(slot),
                 Err(_) => tokio::select! {
@@ -223,6 +245,7 @@ impl Worker {
                 // An environment was parked: perhaps one of this function's.
                 continue;
             };
+            let begun = Instant::now();
             match self
                 .start_environment(config, task_root, layer_roots, "on-demand")
                 .await?
@@ -231,9 +254,15 @@ impl Worker {
                     // The slot is held until the runtime is initialized (or gave up).
                     let initializing = env.clone();
                     let limit = Duration::from_secs(u64::from(config.timeout)).max(INIT_SLOT_HOLD);
+                    let estimates = self.init_estimates.clone();
+                    let estimate_key = key.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
-                        initializing.wait_initialized(limit).await;
+                        if initializing.wait_initialized(limit).await
+                            && let Ok(mut estimates) = estimates.lock()
+                        {
+                            estimates.insert(estimate_key, begun.elapsed());
+                        }
                     });
                     break (env, true);
                 }
@@ -486,6 +515,24 @@ impl Worker {
             });
         }
         self.parked.notify_waiters();
+    }
+
+    /// Environments of `key` running an invocation now.
+    fn busy_count(&self, key: &PoolKey) -> usize {
+        self.busy
+            .lock()
+            .map(|busy| busy.values().filter(|(k, _)| k == key).count())
+            .unwrap_or(0)
+    }
+
+    /// How long a cold start of `key` is expected to take (its last init; a guess before).
+    fn init_estimate(&self, key: &PoolKey) -> Duration {
+        self.init_estimates
+            .lock()
+            .ok()
+            .and_then(|estimates| estimates.get(key).copied())
+            .unwrap_or(UNKNOWN_INIT_ESTIMATE)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
 
     /// An idle environment of `key` whose runtime waits in `/next` (or is about to).
