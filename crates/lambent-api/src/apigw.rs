@@ -75,7 +75,8 @@ impl GatewayError {
         }
     }
 
-    fn response(&self) -> Response<Full<Bytes>> {
+    /// The answer the client gets: `{"message": …}` with the status.
+    pub(crate) fn response(&self) -> Response<Full<Bytes>> {
         let mut response =
             urls_gateway::error_response(self.status(), "message", &self.to_string());
         if let Self::Unauthorized(Some(why)) = self {
@@ -188,16 +189,25 @@ struct Incoming2<'a> {
     now: SystemTime,
 }
 
+/// The API a request is addressed to: 404 when there is none, 500 when its definition
+/// cannot be read.
+pub(crate) fn lookup(state: &ApiState, address: &ApiAddress) -> Result<Api, GatewayError> {
+    apis::load(state, &address.api_id)
+        .map_err(|e| internal(e.message))?
+        .ok_or(GatewayError::NotFound)
+}
+
 /// Serves one request to an HTTP API.
 pub(crate) async fn serve(
     req: Request<hyper::body::Incoming>,
     state: &ApiState,
     peer: SocketAddr,
     request_id: &str,
+    api: Api,
     address: ApiAddress,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
-    match serve_one(req, state, peer, request_id, &address).await {
+    match serve_one(req, state, peer, request_id, &api, &address).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%peer, %method, api = %address.api_id, path = %address.path, status = %error.status(), "HTTP API: {error}");
@@ -216,12 +226,10 @@ async fn serve_one(
     state: &ApiState,
     peer: SocketAddr,
     request_id: &str,
+    api: &Api,
     address: &ApiAddress,
 ) -> Result<Response<Full<Bytes>>, GatewayError> {
-    let api = apis::load(state, &address.api_id)
-        .map_err(|e| internal(e.message))?
-        .ok_or(GatewayError::NotFound)?;
-    let (stage, stage_path) = stage_of(&api, &address.path).ok_or(GatewayError::NotFound)?;
+    let (stage, stage_path) = stage_of(api, &address.path).ok_or(GatewayError::NotFound)?;
     let deployment: &Deployment = stage.deployment.as_ref().ok_or(GatewayError::NotFound)?;
     let cors = urls_gateway::configured_cors(deployment.cors_configuration.as_ref());
     let origin = req
@@ -264,7 +272,7 @@ async fn serve_one(
         body: &body,
         peer,
         request_id,
-        api: &api,
+        api,
         stage,
         route,
         path_parameters: &path_parameters,

@@ -195,19 +195,32 @@ async fn handle(
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if let Some((api, address)) = crate::ws_gateway::websocket_api(&state, &req) {
-        return Ok(
-            crate::ws_gateway::serve(req, state, peer, api, address, &request_id)
-                .await
-                .map(Either::Left),
-        );
-    }
-    let mut response = match serve_one(req, &state, peer, &request_id).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(%peer, %method, %path, status = %error.status(), "function URL: {error}");
-            error.response().map(Either::Left)
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let api_address = crate::apigw::address(host, &path, &state.arns.region);
+    let mut response = match api_address {
+        // An API's definition is read once, here, for both kinds of API.
+        Some(address) => match crate::apigw::lookup(&state, &address) {
+            Ok(api) if api.is_websocket() => {
+                return Ok(
+                    crate::ws_gateway::serve(req, state, peer, api, address, &request_id)
+                        .await
+                        .map(Either::Left),
+                );
+            }
+            Ok(api) => crate::apigw::serve(req, &state, peer, &request_id, api, address).await,
+            Err(error) => error.response(),
         }
+        .map(Either::Left),
+        None => match serve_one(req, &state, peer, &request_id).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%peer, %method, %path, status = %error.status(), "function URL: {error}");
+                error.response().map(Either::Left)
+            }
+        },
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amzn-requestid", value);
@@ -362,12 +375,6 @@ async fn serve_one(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(api) = crate::apigw::address(host.as_deref(), req.uri().path(), &state.arns.region)
-    {
-        return Ok(crate::apigw::serve(req, state, peer, request_id, api)
-            .await
-            .map(Either::Left));
-    }
     let address =
         address(host.as_deref(), req.uri().path(), &state.arns.region).ok_or(UrlError::NotFound)?;
     let (function, alias, config) = find_config(state, &address.id)?;

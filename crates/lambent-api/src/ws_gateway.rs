@@ -221,24 +221,6 @@ fn connection_id() -> String {
         .replace('/', "S")
 }
 
-/// The WebSocket API a gateway request is addressed to, if it is one.
-pub(crate) fn websocket_api(
-    state: &ApiState,
-    req: &Request<Incoming>,
-) -> Option<(Api, ApiAddress)> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
-    // A function URL's Host wins over an API id in its path.
-    if host.is_some_and(|h| h.to_ascii_lowercase().contains(".lambda-url.")) {
-        return None;
-    }
-    let address = apigw::address(host, req.uri().path(), &state.arns.region)?;
-    let api = apis::load(state, &address.api_id).ok().flatten()?;
-    api.is_websocket().then_some((api, address))
-}
-
 /// Answers a gateway request to a WebSocket API: an upgrade to a stage, or `@connections`;
 /// the response carries the request id in `x-amzn-RequestId`.
 pub(crate) async fn serve(
