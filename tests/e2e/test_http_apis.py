@@ -723,3 +723,18 @@ def test_urls_and_apis_answer_after_a_restart(tmp_path):
         assert requests.get(f"http://127.0.0.1:{srv.url_port}/{'0' * 32}/x", timeout=30).status_code == 404
     finally:
         srv.terminate()
+
+
+def test_concurrent_edits_of_one_api_are_all_kept(server, app_fn):
+    """Each edit reads, changes and writes the API's definition in one store transaction."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_websocket import control
+
+    api_id = api(server, "create", "concurrent")["ApiId"]
+    keys = [f"GET /r{i}" for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda key: control(server, "POST", f"/lambent/apis/{api_id}/routes",
+                                          {"RouteKey": key, "Target": app_fn}), keys))
+    routes = api(server, "route", "ls", api_id)["Items"]
+    assert sorted(r["RouteKey"] for r in routes) == sorted(keys)

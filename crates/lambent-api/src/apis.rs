@@ -493,20 +493,23 @@ fn modify(
     id: &str,
     change: &mut dyn FnMut(&mut Api) -> Result<(), ApiError>,
 ) -> Result<Api, ApiError> {
-    let mut api = load(state, id)?.ok_or_else(|| api_missing(id))?;
-    change(&mut api)?;
-    api.auto_deploy();
-    let doc = serde_json::to_value(&api)
-        .map_err(|e| ApiError::internal(format!("cannot store API {id}: {e}")))?;
-    state
-        .store
-        .modify_document(kinds::API, "", id, &mut |current| match current {
-            Some(_) => Ok(Some(doc.clone())),
-            None => Err(lambent_store::StoreError::NotFound(format!(
-                "Invalid API identifier specified {id}"
-            ))),
-        })?;
-    Ok(api)
+    if !is_api_id(id) {
+        return Err(api_missing(id));
+    }
+    let mut written = None;
+    // Read, changed and written in one store transaction: concurrent edits are not lost.
+    crate::settings::modify(state, kinds::API, "", id, &mut |current| {
+        let current = current.ok_or_else(|| api_missing(id))?;
+        let mut api: Api = serde_json::from_value(current)
+            .map_err(|e| ApiError::internal(format!("the stored API {id} cannot be read: {e}")))?;
+        change(&mut api)?;
+        api.auto_deploy();
+        let doc = serde_json::to_value(&api)
+            .map_err(|e| ApiError::internal(format!("cannot store API {id}: {e}")))?;
+        written = Some(api);
+        Ok(Some(doc))
+    })?;
+    written.ok_or_else(|| ApiError::internal(format!("API {id} was not written")))
 }
 
 /// Routes the API-definition operations; `None` when the request is not one of them.
@@ -986,13 +989,21 @@ pub(crate) fn check_route(api: &Api, route: &mut Route) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// The members of a route request, applied over `route`.
-fn apply_route(state: &ApiState, input: &Value, route: &mut Route) -> Result<(), ApiError> {
+/// The route's target from a request, checked (this reads the store, so it is done before
+/// the API's document is changed).
+fn requested_target(state: &ApiState, input: &Value) -> Result<Option<String>, ApiError> {
+    text(input, "Target")?
+        .map(|target| check_target(state, &target))
+        .transpose()
+}
+
+/// The members of a route request, applied over `route`; `target` is the checked `Target`.
+fn apply_route(input: &Value, target: Option<&str>, route: &mut Route) -> Result<(), ApiError> {
     if let Some(key) = text(input, "RouteKey")? {
         route.route_key = key;
     }
-    if let Some(target) = text(input, "Target")? {
-        route.target = check_target(state, &target)?;
+    if let Some(target) = target {
+        route.target = target.to_string();
     }
     if let Some(version) = text(input, "PayloadFormatVersion")? {
         route.payload_format_version = version;
@@ -1045,7 +1056,8 @@ fn create_route(req: &ApiRequest, state: &ApiState, id: &str) -> Result<ApiReply
             "Target is required: the function to invoke (name, name:qualifier or ARN)",
         ));
     }
-    apply_route(state, &input, &mut route)?;
+    let target = requested_target(state, &input)?;
+    apply_route(&input, target.as_deref(), &mut route)?;
     let mut added = None;
     modify(state, id, &mut |api| {
         let mut route = route.clone();
@@ -1069,6 +1081,7 @@ fn update_route(
     route_id: &str,
 ) -> Result<ApiReply, ApiError> {
     let input: Value = req.json()?;
+    let target = requested_target(state, &input)?;
     let mut updated = None;
     modify(state, id, &mut |api| {
         let index = api
@@ -1077,7 +1090,7 @@ fn update_route(
             .position(|r| r.route_id == route_id)
             .ok_or_else(|| not_found(format!("Invalid Route identifier specified {route_id}")))?;
         let mut route = api.routes[index].clone();
-        apply_route(state, &input, &mut route)?;
+        apply_route(&input, target.as_deref(), &mut route)?;
         check_route(api, &mut route)?;
         api.routes[index] = route.clone();
         updated = Some(route);
